@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# bench/cluster.sh: one channel with its subscribers split evenly across two
+# cluster nodes (publishes go to node A), against the same subscriber count
+# on a single node; and the round trip of POST /v1/mesh/publish in both modes.
+#
+#   bench/cluster.sh            N=10000 subscribers, 10 s phases
+#   N=2000 bench/cluster.sh     smaller
+#
+# Starts its own redis-server on a free port (the broker), the nodes from
+# bench/connmix.bench.yaml with an engine.cluster section added, and stops
+# everything it started. Results: bench/results/cluster-<time>/.
+set -euo pipefail
+cd "$(dirname "$0")"
+N=${N:-10000}
+DURATION=${DURATION:-10}
+TARGET_DIR=${CARGO_TARGET_DIR:-../target}
+OUT=results/cluster-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+ulimit -n "$(ulimit -Hn)"
+
+(cd .. && cargo build --release -q -p connmix -p connmix-bench)
+GW="$TARGET_DIR/release/connmix"
+BENCH="$TARGET_DIR/release/connmix-bench"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --logfile "" >/dev/null &
+pids+=($!)
+sleep 0.5
+
+# Node config: the bench config with a cluster section; node B on other ports.
+node_config() { # name api ws ws2
+    sed -e "s/^engine:/engine:\n  cluster: {addr: '127.0.0.1:$port', prefix: bench, nodeId: $1}/" \
+        -e "s/port: 6789/port: $2/; s/port: 6790/port: $3/; s/port: 6791/port: $4/" \
+        connmix.bench.yaml >"$OUT/$1.yaml"
+}
+node_config a 6789 6790 6791
+node_config b 6889 6890 6891
+
+run_gw() { # mode config log; sets GW_PID
+    "$GW" "$1" -f "$2" >"$3" 2>&1 &
+    GW_PID=$!
+    pids+=("$GW_PID")
+}
+wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+
+echo "== single node (connmix dev), $N subscribers" | tee -a "$OUT/bench.log"
+run_gw dev "$OUT/a.yaml" "$OUT/single.log"; A=$GW_PID; wait_port 6790
+"$BENCH" broadcast --target connmix -n "$N" --server-pid "$A" --duration "$DURATION" --procs 2 \
+    --ws ws://127.0.0.1:6790/chat --api http://127.0.0.1:6789 --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+for n in 100 "$N"; do
+    "$BENCH" rtt --target connmix -n "$n" --ws ws://127.0.0.1:6790/chat --api http://127.0.0.1:6789 \
+        --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+done
+kill "$A"; wait "$A" 2>/dev/null || true
+
+echo "== two nodes (connmix engine), $N subscribers split evenly, publishing to node A" | tee -a "$OUT/bench.log"
+run_gw engine "$OUT/a.yaml" "$OUT/node-a.log"; A=$GW_PID; wait_port 6790
+run_gw engine "$OUT/b.yaml" "$OUT/node-b.log"; wait_port 6890
+sleep 2  # heartbeats: each node sees the other
+"$BENCH" broadcast --target connmix -n "$N" --server-pid "$A" --duration "$DURATION" --procs 2 \
+    --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat --api http://127.0.0.1:6789 \
+    --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+for n in 100 "$N"; do
+    "$BENCH" rtt --target connmix -n "$n" --procs 2 --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat \
+        --api http://127.0.0.1:6789 --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+done
+echo "results in bench/$OUT"

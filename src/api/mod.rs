@@ -1,0 +1,78 @@
+//! The backend-facing API server on `engine.apiServer`: accepts HTTP/1.1
+//! connections and serves them with [`http::handle`] (which upgrades
+//! `/ws/v1` to the WebSocket API). On shutdown it stops accepting, lets
+//! requests in flight finish and closes WebSocket API connections with 1001.
+
+pub mod access;
+pub mod http;
+pub mod ops;
+pub mod web;
+pub mod ws;
+
+use crate::config::Config;
+use crate::mesh::Mesh;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every API request handler may use.
+pub struct ApiState {
+    pub mesh: Arc<Mesh>,
+    pub config: Arc<Config>,
+    pub access: Arc<access::Access>,
+    /// Cancelled when the gateway stops (WebSocket API connections close).
+    pub stop: CancellationToken,
+    /// Every connection and upgraded socket, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+/// Serves the API until `state.stop` is cancelled, then waits (up to
+/// `drain`) for requests in flight.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, drain: Duration) {
+    let header_timeout = Duration::from_secs(state.config.engine.api_server.read_timeout.max(1));
+    loop {
+        let accepted = tokio::select! {
+            _ = state.stop.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("api accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn_state = state.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let state = conn_state.clone();
+            async move { Ok::<_, std::convert::Infallible>(http::handle(state, peer, req).await) }
+        });
+        let stop = state.stop.clone();
+        state.tracker.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("api connection from {peer}: {e}");
+            }
+        });
+    }
+    drop(listener);
+    state.tracker.close();
+    let _ = tokio::time::timeout(drain, state.tracker.wait()).await;
+}

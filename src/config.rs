@@ -1,0 +1,670 @@
+//! `connmix.yaml`: the types, their defaults and their validation.
+//!
+//! This module owns the file format of CONTRACT section 2 and nothing else: it
+//! reads a file, reports unknown keys as warnings, and turns a wrong type or a
+//! missing required value into a [`ConfigError`] that names the file and the
+//! key's path (`engine.servers[0].port`). It never starts anything.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration could not be used. The message always names the file
+/// and, where there is one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Config {
+    pub logging: LoggingConfig,
+    pub access: AccessConfig,
+    pub engine: EngineConfig,
+    /// The file this was read from; relative entry paths resolve against the
+    /// working directory first and then against this file's folder.
+    #[serde(skip)]
+    pub source: PathBuf,
+    /// Keys present in the file that this gateway does not know.
+    #[serde(skip)]
+    pub unknown_keys: Vec<String>,
+    /// The file's modification time when it was read (reload detection).
+    #[serde(skip)]
+    pub loaded_mtime: Option<std::time::SystemTime>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LoggingConfig {
+    /// Log file; empty or absent logs to stdout.
+    pub filename: Option<String>,
+    /// Rotated daily files kept.
+    pub max_files: usize,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            filename: None,
+            max_files: 7,
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct AccessConfig {
+    pub users: Vec<AccessUser>,
+}
+
+/// One API user of `access.users`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessUser {
+    pub username: String,
+    pub password: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default = "default_host")]
+    pub host: String,
+}
+
+fn default_host() -> String {
+    "*".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct EngineConfig {
+    pub api_server: ApiServerConfig,
+    pub luavm: LuaVmConfig,
+    pub servers: Vec<ServerConfig>,
+    /// Lua worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// Seconds a SIGTERM/SIGINT shutdown may take before the process exits anyway.
+    pub shutdown_timeout: u64,
+    /// Cluster mode (`connmix engine`): the Redis broker shared by all nodes.
+    pub cluster: Option<ClusterConfig>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            cluster: None,
+            api_server: ApiServerConfig::default(),
+            luavm: LuaVmConfig::default(),
+            servers: Vec::new(),
+            workers: 0,
+            shutdown_timeout: 10,
+        }
+    }
+}
+
+/// `engine.cluster`: how nodes find each other through Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ClusterConfig {
+    /// The broker's Redis, `host:port`.
+    pub addr: String,
+    pub password: String,
+    pub db: i64,
+    /// Connect to Redis over TLS (`rediss://`).
+    pub tls: bool,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis.
+    pub prefix: String,
+    /// This node's name in `/v1/mesh/nodes` and logs; generated when empty.
+    pub node_id: String,
+    /// Seconds between heartbeats.
+    pub heartbeat: u64,
+    /// Seconds without a heartbeat after which a node counts as dead.
+    pub node_expiry: u64,
+    /// Milliseconds a publish waits for other nodes' delivery counts.
+    pub publish_timeout_ms: u64,
+    /// Milliseconds a send or conn.call to another node waits for its answer.
+    pub call_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:6379".into(),
+            password: String::new(),
+            db: 0,
+            tls: false,
+            prefix: "connmix".into(),
+            node_id: String::new(),
+            heartbeat: 1,
+            node_expiry: 5,
+            publish_timeout_ms: 500,
+            call_timeout_ms: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct ApiServerConfig {
+    pub port: u16,
+    pub bind: String,
+    /// Seconds to receive a whole request.
+    pub read_timeout: u64,
+    /// Seconds to write a response.
+    pub write_timeout: u64,
+    /// Largest request body accepted, in bytes; bigger gets HTTP 413.
+    pub max_body_size: usize,
+}
+
+impl Default for ApiServerConfig {
+    fn default() -> Self {
+        Self {
+            port: 6789,
+            bind: "0.0.0.0".into(),
+            read_timeout: 60,
+            write_timeout: 60,
+            max_body_size: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LuaVmConfig {
+    pub queue: QueueConfig,
+    pub redis: Vec<RedisConnConfig>,
+    /// Milliseconds of CPU a hook may run between two waits before it is
+    /// aborted as runaway (time spent waiting on I/O does not count).
+    pub hook_timeout_ms: u64,
+    /// Seconds `conn:wait_context_value` waits before answering `nil, "timeout"`.
+    pub wait_context_timeout: u64,
+}
+
+impl Default for LuaVmConfig {
+    fn default() -> Self {
+        Self {
+            queue: QueueConfig::default(),
+            redis: Vec::new(),
+            hook_timeout_ms: 1000,
+            wait_context_timeout: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct QueueConfig {
+    pub topic_size: usize,
+    pub max_topics: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            topic_size: 2000,
+            max_topics: 100,
+        }
+    }
+}
+
+/// A named Redis connection for `mix.redis.connection(name)`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisConnConfig {
+    /// What scripts pass to `mix.redis.connection(name)`; unique.
+    pub name: String,
+    /// `host:port` (port 6379 when absent).
+    pub addr: String,
+    /// Sent with `AUTH` on connect; empty sends none.
+    #[serde(default)]
+    pub password: String,
+    /// Database selected on connect.
+    #[serde(default)]
+    pub db: i64,
+    /// Multiplexed connections the whole process keeps for this name, shared
+    /// out among the workers (each gets at least one).
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+    /// Seconds to connect (TCP plus AUTH/SELECT) before `nil, err`.
+    #[serde(default = "default_redis_connect_timeout")]
+    pub connect_timeout: f64,
+    /// Seconds to wait for a command's reply before `nil, err`.
+    #[serde(default = "default_redis_command_timeout")]
+    pub command_timeout: f64,
+}
+
+fn default_pool() -> usize {
+    20
+}
+fn default_redis_connect_timeout() -> f64 {
+    1.0
+}
+fn default_redis_command_timeout() -> f64 {
+    5.0
+}
+
+/// One client-facing server of `engine.servers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerConfig {
+    pub port: u16,
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+    #[serde(default)]
+    pub options: Vec<ServerOption>,
+    pub entry: String,
+    /// Seconds between checks for a changed script; 0 disables hot reload.
+    #[serde(default)]
+    pub byte_code_expires: u64,
+    #[serde(default = "default_buffer")]
+    pub read_buffer_size: usize,
+    #[serde(default = "default_buffer")]
+    pub write_buffer_size: usize,
+    /// Seconds without any frame from the client before it is closed; 0 = never.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: u64,
+    /// Seconds a write may stall before the client is closed as slow; 0 = never.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout: u64,
+    /// Largest message (and frame) accepted from a client, in bytes; over it: close 1009.
+    #[serde(default = "default_max_message")]
+    pub max_message_size: usize,
+    /// Connections this server holds at once; over it the handshake gets 503.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Channels one connection may join.
+    #[serde(default = "default_max_channels")]
+    pub max_channels: usize,
+    /// Messages queued for one connection before it is closed as a slow client.
+    #[serde(default = "default_outbound_queue")]
+    pub outbound_queue_size: usize,
+}
+
+fn default_bind() -> String {
+    "0.0.0.0".into()
+}
+fn default_protocol() -> String {
+    "websocket".into()
+}
+fn default_buffer() -> usize {
+    1024
+}
+fn default_read_timeout() -> u64 {
+    60
+}
+fn default_write_timeout() -> u64 {
+    10
+}
+fn default_max_message() -> usize {
+    64 << 10
+}
+fn default_max_connections() -> usize {
+    100_000
+}
+fn default_max_channels() -> usize {
+    100
+}
+fn default_outbound_queue() -> usize {
+    1024
+}
+
+/// A `{name, value}` pair of a server's `options`; the value may be any scalar.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerOption {
+    pub name: String,
+    #[serde(deserialize_with = "scalar_string")]
+    pub value: String,
+}
+
+fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use serde::de::Error;
+    match serde_yaml::Value::deserialize(d)? {
+        serde_yaml::Value::String(s) => Ok(s),
+        serde_yaml::Value::Number(n) => Ok(n.to_string()),
+        serde_yaml::Value::Bool(b) => Ok(b.to_string()),
+        serde_yaml::Value::Null => Ok(String::new()),
+        _ => Err(D::Error::custom("expected a string, number or boolean")),
+    }
+}
+
+impl ServerConfig {
+    /// The value of option `name`, as `mix.server.option(name)` sees it.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find(|o| o.name == name)
+            .map(|o| o.value.as_str())
+    }
+
+    /// The URL path clients must connect to (option `path`, default `/`).
+    pub fn path(&self) -> &str {
+        self.option("path").unwrap_or("/")
+    }
+}
+
+impl Config {
+    /// Reads and validates `file`.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let mtime = std::fs::metadata(file).and_then(|m| m.modified()).ok();
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.display().to_string(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, file)?;
+        config.loaded_mtime = mtime;
+        Ok(config)
+    }
+
+    /// Parses and validates YAML text; `file` is used for messages and for
+    /// resolving relative entry paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let fname = file.display().to_string();
+        let invalid = |path: String, message: String| ConfigError::Invalid {
+            file: fname.clone(),
+            path,
+            message,
+        };
+        let mut unknown = Vec::new();
+        let mut config: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            let de = serde_yaml::Deserializer::from_str(text);
+            let mut track = |p: serde_ignored::Path| unknown.push(p.to_string());
+            let de = serde_ignored::Deserializer::new(de, &mut track);
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = display_path(&e.path().to_string());
+                let msg = e.inner().to_string();
+                // serde_yaml appends " at line N column M"; keep it, it helps.
+                invalid(path, msg)
+            })?
+        };
+        config.source = file.to_path_buf();
+        config.unknown_keys = unknown.iter().map(|p| display_path(p)).collect();
+        config.validate().map_err(|(p, m)| invalid(p, m))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let level = self.logging.level.to_ascii_lowercase();
+        if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+            return Err((
+                "logging.level".into(),
+                format!(
+                    "unknown level {:?}; use debug, info, warn or error",
+                    self.logging.level
+                ),
+            ));
+        }
+        if self.engine.servers.is_empty() {
+            return Err((
+                "engine.servers".into(),
+                "at least one server is required".into(),
+            ));
+        }
+        for (i, s) in self.engine.servers.iter().enumerate() {
+            let key = |k: &str| format!("engine.servers[{i}].{k}");
+            if s.protocol != "websocket" {
+                return Err((
+                    key("protocol"),
+                    format!("unsupported protocol {:?}; only websocket", s.protocol),
+                ));
+            }
+            if s.port == 0 {
+                return Err((key("port"), "must be between 1 and 65535".into()));
+            }
+            if !s.path().starts_with('/') {
+                return Err((
+                    key("options.path"),
+                    format!("must start with '/', got {:?}", s.path()),
+                ));
+            }
+            if s.entry.trim().is_empty() {
+                return Err((key("entry"), "must name a Lua script".into()));
+            }
+            for (k, v) in [
+                ("readBufferSize", s.read_buffer_size),
+                ("writeBufferSize", s.write_buffer_size),
+                ("maxMessageSize", s.max_message_size),
+                ("maxConnections", s.max_connections),
+                ("maxChannels", s.max_channels),
+                ("outboundQueueSize", s.outbound_queue_size),
+            ] {
+                if v == 0 {
+                    return Err((key(k), "must be greater than 0".into()));
+                }
+            }
+            for (j, other) in self.engine.servers.iter().enumerate().take(i) {
+                if other.port == s.port {
+                    return Err((
+                        key("port"),
+                        format!("port {} is already used by engine.servers[{j}]", s.port),
+                    ));
+                }
+            }
+            if s.port == self.engine.api_server.port {
+                return Err((
+                    key("port"),
+                    format!("port {} is already used by engine.apiServer", s.port),
+                ));
+            }
+        }
+        if let Some(c) = &self.engine.cluster {
+            let key = |k: &str| format!("engine.cluster.{k}");
+            if c.addr.trim().is_empty() {
+                return Err((key("addr"), "must be host:port".into()));
+            }
+            if c.prefix.is_empty() || c.prefix.contains(char::is_whitespace) {
+                return Err((key("prefix"), "must be a non-empty word".into()));
+            }
+            if c.heartbeat == 0 {
+                return Err((key("heartbeat"), "must be at least 1 second".into()));
+            }
+            if c.node_expiry <= c.heartbeat {
+                return Err((
+                    key("nodeExpiry"),
+                    "must be longer than engine.cluster.heartbeat".into(),
+                ));
+            }
+            if c.publish_timeout_ms == 0 || c.call_timeout_ms == 0 {
+                return Err((key("publishTimeoutMs"), "timeouts must be above 0".into()));
+            }
+        }
+        if self.engine.api_server.max_body_size == 0 {
+            return Err((
+                "engine.apiServer.maxBodySize".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        for (i, r) in self.engine.luavm.redis.iter().enumerate() {
+            let key = |k: &str| format!("engine.luavm.redis[{i}].{k}");
+            if r.name.trim().is_empty() {
+                return Err((key("name"), "must not be empty".into()));
+            }
+            if let Some(j) = self.engine.luavm.redis[..i]
+                .iter()
+                .position(|o| o.name == r.name)
+            {
+                return Err((
+                    key("name"),
+                    format!("{:?} is already used by engine.luavm.redis[{j}]", r.name),
+                ));
+            }
+            if r.addr.trim().is_empty() || r.addr.contains(char::is_whitespace) {
+                return Err((key("addr"), format!("must be host:port, got {:?}", r.addr)));
+            }
+            if r.db < 0 {
+                return Err((key("db"), "must not be negative".into()));
+            }
+            if r.pool_size == 0 {
+                return Err((key("poolSize"), "must be greater than 0".into()));
+            }
+            for (k, v) in [
+                ("connectTimeout", r.connect_timeout),
+                ("commandTimeout", r.command_timeout),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err((key(k), "must be a number of seconds above 0".into()));
+                }
+            }
+        }
+        for (i, u) in self.access.users.iter().enumerate() {
+            for r in &u.roles {
+                if r != "read" && r != "write" {
+                    return Err((
+                        format!("access.users[{i}].roles"),
+                        format!("unknown role {r:?}; use read or write"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a server's entry script lives: relative to the working directory
+    /// if it exists there, else relative to the config file's folder.
+    pub fn resolve_entry(&self, entry: &str) -> PathBuf {
+        let p = PathBuf::from(entry);
+        if p.is_absolute() || p.exists() {
+            return p;
+        }
+        match self.source.parent() {
+            Some(dir) if dir.join(&p).exists() => dir.join(p),
+            _ => p,
+        }
+    }
+
+    /// Worker threads to run: `engine.workers`, or the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.engine.workers > 0 {
+            self.engine.workers
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }
+    }
+}
+
+/// Turns serde's `engine.servers.0.port` into `engine.servers[0].port`.
+fn display_path(p: &str) -> String {
+    let mut out = String::new();
+    for part in p.split('.') {
+        if !part.is_empty() && part.chars().all(|c| c.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(part);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(part);
+        }
+    }
+    if out.is_empty() || out == "?" {
+        "(top level)".into()
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(y: &str) -> Result<Config, ConfigError> {
+        Config::parse(y, Path::new("t.yaml"))
+    }
+
+    const MIN: &str =
+        "engine:\n  servers:\n    - port: 7000\n      entry: lua/entry.websocket.lua\n";
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.engine.api_server.port, 6789);
+        assert_eq!(c.engine.servers[0].read_buffer_size, 1024);
+        assert_eq!(c.engine.servers[0].path(), "/");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = parse("engine:\n  servers:\n    - port: abc\n      entry: x.lua\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("engine.servers[0].port"), "{e}");
+        assert!(e.starts_with("t.yaml"), "{e}");
+    }
+
+    #[test]
+    fn missing_entry_names_the_server() {
+        let e = parse("engine:\n  servers:\n    - port: 7000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("engine.servers[0]") && e.contains("entry"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_collected_not_fatal() {
+        let c = parse(&format!("licenses: []\n{MIN}")).unwrap();
+        assert_eq!(c.unknown_keys, vec!["licenses".to_string()]);
+    }
+
+    #[test]
+    fn option_values_may_be_numbers() {
+        let c = parse("engine:\n  servers:\n    - port: 7000\n      entry: x.lua\n      options:\n        - {name: n, value: 5}\n").unwrap();
+        assert_eq!(c.engine.servers[0].option("n"), Some("5"));
+    }
+
+    #[test]
+    fn redis_connections_are_checked() {
+        let base = "engine:\n  servers:\n    - {port: 7000, entry: a.lua}\n  luavm:\n    redis:\n";
+        let c = parse(&format!(
+            "{base}      - {{name: default, addr: 'localhost:6379'}}\n"
+        ))
+        .unwrap();
+        let r = &c.engine.luavm.redis[0];
+        assert_eq!((r.db, r.pool_size), (0, 20));
+        assert_eq!((r.connect_timeout, r.command_timeout), (1.0, 5.0));
+        let e = parse(&format!(
+            "{base}      - {{name: a, addr: 'h:1'}}\n      - {{name: a, addr: 'h:2'}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("engine.luavm.redis[1].name"), "{e}");
+        let e = parse(&format!("{base}      - {{name: a, addr: ''}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("engine.luavm.redis[0].addr"), "{e}");
+        let e = parse(&format!(
+            "{base}      - {{name: a, addr: 'h:1', poolSize: 0}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("engine.luavm.redis[0].poolSize"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_ports_are_refused() {
+        let e = parse("engine:\n  servers:\n    - {port: 7000, entry: a.lua}\n    - {port: 7000, entry: b.lua}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("engine.servers[1].port"), "{e}");
+    }
+}

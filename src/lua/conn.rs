@@ -1,0 +1,352 @@
+//! The connection as Lua sees it: [`ConnLocal`] (worker-local state: the
+//! environment, the context table) and the `conn` userdata with the methods
+//! of CONTRACT section 3.
+//!
+//! The userdata holds only a weak reference, so a script that keeps a `conn`
+//! after it closed gets an error value instead of keeping the connection's
+//! memory alive.
+//!
+//! The connection's Lua objects (environment, userdata, context) are kept as
+//! registry keys, not as handles: mlua keeps each live handle in a slot of
+//! one auxiliary Lua stack, which LuaJIT caps at 8,000 slots per VM, so
+//! handles held for a connection's whole life would cap a VM at a few
+//! thousand connections. Handles exist only while they are used.
+
+use super::WorkerCtx;
+use super::json;
+use crate::hub::{Client, ClientId};
+use crate::mesh::{FrameType, frame};
+use crate::metrics::Metrics;
+use crate::outbox::{CallFunc, ConnCall, Outbound};
+use bytes::Bytes;
+use mlua::{AnyUserData, Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Worker-local state of one connection.
+pub struct ConnLocal {
+    pub client: Arc<Client>,
+    pub server: usize,
+    pub remote_addr: SocketAddr,
+    /// The VM this connection lives in.
+    lua: Lua,
+    env: RefCell<Option<RegistryKey>>,
+    ud: RefCell<Option<RegistryKey>>,
+    context: RefCell<Option<RegistryKey>>,
+    context_changed: Notify,
+    /// Version of the entry script last run in `env` (hot reload).
+    pub script_version: Cell<u64>,
+    ctx: Rc<CtxRef>,
+}
+
+/// Shared, worker-wide handles a connection needs outside Lua callbacks.
+pub struct CtxRef {
+    pub mesh: Arc<crate::mesh::Mesh>,
+    pub wait_timeout: Duration,
+}
+
+impl ConnLocal {
+    /// Creates the state and its `conn` userdata; the environment is attached
+    /// by [`ConnLocal::set_env`] once the entry chunk has run in it.
+    pub fn new(
+        lua: &Lua,
+        client: Arc<Client>,
+        server: usize,
+        remote_addr: SocketAddr,
+        ctx: Rc<CtxRef>,
+    ) -> mlua::Result<Rc<ConnLocal>> {
+        let conn = Rc::new(ConnLocal {
+            client,
+            server,
+            remote_addr,
+            lua: lua.clone(),
+            env: RefCell::new(None),
+            ud: RefCell::new(None),
+            context: RefCell::new(None),
+            context_changed: Notify::new(),
+            script_version: Cell::new(0),
+            ctx,
+        });
+        let ud = lua.create_userdata(LuaConn {
+            id: conn.client.id,
+            conn: Rc::downgrade(&conn),
+        })?;
+        *conn.ud.borrow_mut() = Some(lua.create_registry_value(ud)?);
+        Ok(conn)
+    }
+
+    pub fn set_env(&self, env: Table) -> mlua::Result<()> {
+        *self.env.borrow_mut() = Some(self.lua.create_registry_value(env)?);
+        Ok(())
+    }
+
+    /// A handle on the connection's environment (drop it after use).
+    pub fn env(&self) -> Option<Table> {
+        let key = self.env.borrow();
+        self.lua.registry_value(key.as_ref()?).ok()
+    }
+
+    /// The `conn` object handed to hooks.
+    pub fn userdata(&self) -> Option<AnyUserData> {
+        let key = self.ud.borrow();
+        self.lua.registry_value(key.as_ref()?).ok()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.ctx.mesh.metrics
+    }
+
+    /// Releases every Lua reference so the VM can collect them.
+    pub fn release(&self) {
+        for slot in [&self.env, &self.ud, &self.context] {
+            if let Some(key) = slot.borrow_mut().take() {
+                let _ = self.lua.remove_registry_value(key);
+            }
+        }
+    }
+
+    fn context_table(&self, lua: &Lua) -> mlua::Result<Table> {
+        if let Some(key) = &*self.context.borrow() {
+            return lua.registry_value(key);
+        }
+        let t = lua.create_table()?;
+        *self.context.borrow_mut() = Some(lua.create_registry_value(t.clone())?);
+        Ok(t)
+    }
+
+    pub fn set_context_value(&self, lua: &Lua, k: Value, v: Value) -> mlua::Result<()> {
+        self.context_table(lua)?.raw_set(k, v)?;
+        self.context_changed.notify_waiters();
+        Ok(())
+    }
+
+    pub fn set_context(&self, lua: &Lua, t: Option<Table>) -> mlua::Result<()> {
+        let fresh = lua.create_table()?;
+        if let Some(t) = t {
+            for pair in t.pairs::<Value, Value>() {
+                let (k, v) = pair?;
+                fresh.raw_set(k, v)?;
+            }
+        }
+        let key = lua.create_registry_value(fresh)?;
+        if let Some(old) = self.context.borrow_mut().replace(key) {
+            let _ = lua.remove_registry_value(old);
+        }
+        self.context_changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Applies a remote `conn.call`.
+    pub fn apply_call(&self, lua: &Lua, call: &ConnCall) -> Result<(), String> {
+        let arg = |i: usize| call.args.get(i).cloned().unwrap_or(serde_json::Value::Null);
+        let lua_err = |e: mlua::Error| e.to_string();
+        match call.func {
+            CallFunc::SetContextValue => {
+                let key = match arg(0) {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Number(n) => n.to_string(),
+                    _ => return Err("set_context_value needs a key as its first argument".into()),
+                };
+                let v = json::to_lua(lua, &arg(1)).map_err(lua_err)?;
+                let k = Value::String(lua.create_string(&key).map_err(lua_err)?);
+                self.set_context_value(lua, k, v).map_err(lua_err)
+            }
+            CallFunc::SetContext => match json::to_lua(lua, &arg(0)).map_err(lua_err)? {
+                Value::Table(t) => self.set_context(lua, Some(t)).map_err(lua_err),
+                Value::Nil => self.set_context(lua, None).map_err(lua_err),
+                _ => Err("set_context needs an object".into()),
+            },
+            CallFunc::Close => self
+                .client
+                .outbox
+                .push(Outbound::Close(1000, String::new()))
+                .map_err(|e| format!("close failed: {e:?}")),
+            CallFunc::Subscribe | CallFunc::Unsubscribe => {
+                let mut names = Vec::new();
+                for a in &call.args {
+                    match a {
+                        serde_json::Value::String(s) => names.push(s.clone()),
+                        serde_json::Value::Array(v) => {
+                            names.extend(v.iter().filter_map(|x| x.as_str().map(str::to_string)))
+                        }
+                        _ => return Err("channels must be strings".into()),
+                    }
+                }
+                if names.is_empty() {
+                    return Err("no channel given".into());
+                }
+                for ch in names {
+                    if matches!(call.func, CallFunc::Subscribe) {
+                        self.ctx
+                            .mesh
+                            .subscribe(&self.client, &ch)
+                            .map_err(|e| e.to_string())?;
+                    } else {
+                        self.ctx.mesh.unsubscribe(&self.client, &ch);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The `conn` userdata.
+pub struct LuaConn {
+    id: ClientId,
+    conn: Weak<ConnLocal>,
+}
+
+impl LuaConn {
+    fn get(&self) -> Result<Rc<ConnLocal>, String> {
+        self.conn
+            .upgrade()
+            .ok_or_else(|| format!("connection {} is closed", self.id))
+    }
+}
+
+/// `nil` on success, the message on failure: the `err` convention.
+fn err_value(lua: &Lua, r: Result<(), String>) -> mlua::Result<Value> {
+    match r {
+        Ok(()) => Ok(Value::Nil),
+        Err(e) => Ok(Value::String(lua.create_string(e)?)),
+    }
+}
+
+/// Collects channel names from `conn:subscribe("a", "b")` or `conn:subscribe({"a","b"})`.
+fn channel_args(args: MultiValue) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for v in args {
+        match v {
+            Value::String(s) => out.push(s.to_string_lossy()),
+            Value::Table(t) => {
+                for s in t.sequence_values::<String>() {
+                    out.push(s.map_err(|e| e.to_string())?);
+                }
+            }
+            Value::Number(n) => out.push(n.to_string()),
+            Value::Integer(n) => out.push(n.to_string()),
+            other => {
+                return Err(format!(
+                    "channel must be a string, got {}",
+                    other.type_name()
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err("no channel given".into());
+    }
+    Ok(out)
+}
+
+impl UserData for LuaConn {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("client_id", |_, this, ()| Ok(this.id.to_string()));
+        m.add_method("remote_addr", |_, this, ()| {
+            Ok(this.conn.upgrade().map(|c| c.remote_addr.to_string()))
+        });
+        m.add_method("context", |lua, this, ()| match this.conn.upgrade() {
+            Some(c) => c.context_table(lua).map(Value::Table),
+            None => Ok(Value::Nil),
+        });
+        m.add_method("context_value", |lua, this, k: Value| {
+            match this.conn.upgrade() {
+                Some(c) => c.context_table(lua)?.raw_get::<Value>(k),
+                None => Ok(Value::Nil),
+            }
+        });
+        m.add_method(
+            "set_context_value",
+            |lua, this, (k, v): (Value, Value)| match this.get() {
+                Ok(c) => c.set_context_value(lua, k, v).map(|_| Value::Nil),
+                Err(e) => err_value(lua, Err(e)),
+            },
+        );
+        m.add_method("set_context", |lua, this, t: Option<Table>| {
+            match this.get() {
+                Ok(c) => c.set_context(lua, t).map(|_| Value::Nil),
+                Err(e) => err_value(lua, Err(e)),
+            }
+        });
+        m.add_async_method("wait_context_value", |lua, this, k: Value| async move {
+            let c = match this.get() {
+                Ok(c) => c,
+                Err(e) => return Ok((Value::Nil, Value::String(lua.create_string(e)?))),
+            };
+            let deadline = tokio::time::Instant::now() + c.ctx.wait_timeout;
+            loop {
+                let changed = c.context_changed.notified();
+                let v: Value = c.context_table(&lua)?.raw_get(k.clone())?;
+                if !v.is_nil() {
+                    return Ok((v, Value::Nil));
+                }
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    return Ok((Value::Nil, Value::String(lua.create_string("timeout")?)));
+                }
+            }
+        });
+        m.add_method("subscribe", |lua, this, args: MultiValue| {
+            let r = this.get().and_then(|c| {
+                for ch in channel_args(args)? {
+                    c.ctx
+                        .mesh
+                        .subscribe(&c.client, &ch)
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            });
+            err_value(lua, r)
+        });
+        m.add_method("unsubscribe", |lua, this, args: MultiValue| {
+            let r = this.get().and_then(|c| {
+                for ch in channel_args(args)? {
+                    c.ctx.mesh.unsubscribe(&c.client, &ch);
+                }
+                Ok(())
+            });
+            err_value(lua, r)
+        });
+        m.add_method(
+            "send",
+            |lua, this, (data, t): (mlua::LuaString, Option<String>)| {
+                let r = this.get().and_then(|c| {
+                    let ft = FrameType::parse(t.as_deref())
+                        .ok_or_else(|| format!("unknown type {:?}; use text or binary", t))?;
+                    let msg = frame(Bytes::copy_from_slice(&data.as_bytes()), ft)
+                        .map_err(|e| e.to_string())?;
+                    c.client
+                        .outbox
+                        .push(Outbound::Message(msg))
+                        .map_err(|e| format!("send failed: {e:?}"))
+                });
+                err_value(lua, r)
+            },
+        );
+        m.add_method("close", |lua, this, ()| {
+            let r = this.get().and_then(|c| {
+                c.client
+                    .outbox
+                    .push(Outbound::Close(1000, String::new()))
+                    .map_err(|e| format!("close failed: {e:?}"))
+            });
+            err_value(lua, r)
+        });
+        m.add_meta_method("__tostring", |_, this, ()| Ok(format!("conn({})", this.id)));
+    }
+}
+
+/// Worker-wide handles for connections, from the VM's app data.
+pub fn ctx_ref(lua: &Lua) -> Rc<CtxRef> {
+    let ctx = lua
+        .app_data_ref::<WorkerCtx>()
+        .expect("worker context is installed before connections");
+    Rc::new(CtxRef {
+        mesh: ctx.mesh.clone(),
+        wait_timeout: Duration::from_secs(ctx.config.engine.luavm.wait_context_timeout.max(1)),
+    })
+}

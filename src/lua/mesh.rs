@@ -1,0 +1,68 @@
+//! `mix.mesh`: publish to a channel and send to a client id from Lua, through
+//! the same [`crate::mesh::Mesh`] the HTTP API uses, so a script reaches
+//! subscribers on every node.
+
+use super::WorkerCtx;
+use crate::hub::parse_client_id;
+use crate::mesh::{FrameType, frame};
+use bytes::Bytes;
+use mlua::{Lua, Table, Value};
+
+fn mesh(lua: &Lua) -> mlua::Result<std::sync::Arc<crate::mesh::Mesh>> {
+    Ok(lua
+        .app_data_ref::<WorkerCtx>()
+        .ok_or_else(|| mlua::Error::runtime("no worker context"))?
+        .mesh
+        .clone())
+}
+
+fn build(data: &mlua::LuaString, t: Option<String>) -> Result<tungstenite::Message, String> {
+    let ft = FrameType::parse(t.as_deref())
+        .ok_or_else(|| format!("unknown type {t:?}; use text or binary"))?;
+    frame(Bytes::copy_from_slice(&data.as_bytes()), ft).map_err(|e| e.to_string())
+}
+
+pub fn module(lua: &Lua) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.set(
+        "publish",
+        lua.create_async_function(
+            |lua, (ch, data, ty): (String, mlua::LuaString, Option<String>)| async move {
+                let msg = match build(&data, ty) {
+                    Ok(m) => m,
+                    Err(e) => return Err(mlua::Error::runtime(e)),
+                };
+                if !crate::hub::valid_channel(&ch) {
+                    return Err(mlua::Error::runtime(format!("invalid channel {ch:?}")));
+                }
+                let d = mesh(&lua)?.publish(&ch, msg).await.delivery;
+                Ok((d.success, d.fail))
+            },
+        )?,
+    )?;
+    t.set(
+        "send",
+        lua.create_async_function(
+            |lua, (id, data, ty): (Value, mlua::LuaString, Option<String>)| async move {
+                let id = match &id {
+                    Value::String(s) => parse_client_id(&s.to_string_lossy()),
+                    Value::Number(n) if *n >= 0.0 => Some(*n as u64),
+                    Value::Integer(n) if *n >= 0 => Some(*n as u64),
+                    _ => None,
+                };
+                let r = match (id, build(&data, ty)) {
+                    (None, _) => Err("invalid client id".to_string()),
+                    (_, Err(e)) => Err(e),
+                    (Some(id), Ok(msg)) => {
+                        mesh(&lua)?.send(id, msg).await.map_err(|e| e.to_string())
+                    }
+                };
+                match r {
+                    Ok(()) => Ok(Value::Nil),
+                    Err(e) => Ok(Value::String(lua.create_string(e)?)),
+                }
+            },
+        )?,
+    )?;
+    Ok(t)
+}

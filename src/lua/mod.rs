@@ -1,0 +1,452 @@
+//! The Lua runtime of one worker thread: one LuaJIT VM, the compiled entry
+//! script of every server, and per-connection environments.
+//!
+//! Rules this module keeps:
+//! - A VM never leaves its worker thread; everything here is `!Send`.
+//! - Each entry chunk is compiled once per VM. A connection gets a fresh
+//!   environment table (its own globals, falling back to the VM's globals)
+//!   and the chunk is run once under it, so the hooks it defines see that
+//!   connection's globals while `require`d modules stay shared per worker.
+//! - Every hook runs as a coroutine inside a [`HookCall`] future. While it is
+//!   polled, [`current`] names its connection (for `mix.websocket()`) and a
+//!   count hook aborts it once one poll has used more CPU than the budget,
+//!   so a runaway `while true do end` cannot freeze the worker.
+//! - A Lua error is logged with file, line and client id, counted, and
+//!   swallowed: it never reaches the connection loop as a failure.
+
+pub mod conn;
+pub mod http;
+pub mod json;
+pub mod jwt;
+pub mod mesh;
+pub mod mix;
+pub mod pool;
+pub mod queue;
+pub mod redis;
+
+use crate::config::Config;
+use crate::mesh::Mesh;
+use crate::script::ScriptStore;
+use conn::ConnLocal;
+use mlua::{Function, HookTriggers, IntoLuaMulti, Lua, MultiValue, Table, VmState};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<ConnLocal>>> = const { RefCell::new(None) };
+    static POLL_START: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// The connection whose hook is running on this thread right now.
+pub fn current() -> Option<Rc<ConnLocal>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// What Lua callbacks reach through `Lua::app_data_ref`.
+pub struct WorkerCtx {
+    pub mesh: Arc<Mesh>,
+    pub config: Arc<Config>,
+    pub http: reqwest::Client,
+}
+
+/// Why a script could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Compile(String),
+}
+
+/// One server's entry script as compiled in this VM.
+struct Script {
+    chunk: RefCell<Function>,
+    /// The [`ScriptStore`] version `chunk` was compiled from.
+    version: Cell<u64>,
+}
+
+/// See the module documentation.
+pub struct LuaRuntime {
+    lua: Lua,
+    /// Each server's script path as error messages show it.
+    script_names: Vec<Rc<str>>,
+    /// What connections of this VM share outside Lua callbacks.
+    pub ctx: Rc<conn::CtxRef>,
+    env_meta: Table,
+    store: Arc<ScriptStore>,
+    scripts: Vec<Script>,
+    /// Modules loaded when the VM was made (standard libraries, `mix`):
+    /// kept when a reload drops the script's own modules.
+    builtin_modules: Vec<String>,
+}
+
+/// Compiles script text into `lua`; errors carry file and line.
+pub fn compile_source(lua: &Lua, path: &Path, src: &[u8]) -> Result<Function, ScriptError> {
+    lua.load(src)
+        .set_name(format!("@{}", path.display()))
+        .into_function()
+        .map_err(|e| ScriptError::Compile(first_line(&e.to_string())))
+}
+
+/// Reads and compiles a script file into `lua`.
+pub fn compile(lua: &Lua, path: &Path) -> Result<Function, ScriptError> {
+    let src = std::fs::read(path).map_err(|source| ScriptError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    compile_source(lua, path, &src)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("syntax error: ")
+        .to_string()
+}
+
+impl LuaRuntime {
+    /// Builds a VM with the `mix` module and compiles every server's script.
+    pub fn new(ctx: WorkerCtx, store: Arc<ScriptStore>) -> Result<Self, ScriptError> {
+        let lua = Lua::new();
+        let budget = Duration::from_millis(ctx.config.engine.luavm.hook_timeout_ms.max(1));
+        let entries = store.paths();
+        let setup = || -> mlua::Result<Table> {
+            // The count hook cannot fire inside JIT-compiled traces.
+            lua.load("if jit then jit.off() end").exec()?;
+            set_package_path(&lua, &entries)?;
+            mix::install(&lua)?;
+            lua.set_global_hook(
+                HookTriggers::new().every_nth_instruction(10_000),
+                move |_, debug| {
+                    let over = POLL_START.with(|s| s.get().is_some_and(|t| t.elapsed() > budget));
+                    if !over {
+                        return Ok(VmState::Continue);
+                    }
+                    let src = debug.source();
+                    let file = src
+                        .source
+                        .as_deref()
+                        .map(|s| s.trim_start_matches('@').to_string())
+                        .unwrap_or_else(|| "?".into());
+                    let line = debug.current_line().unwrap_or(0);
+                    Err(mlua::Error::RuntimeError(format!(
+                        "{file}:{line}: hook aborted: ran longer than {} ms without waiting (engine.luavm.hookTimeoutMs)",
+                        budget.as_millis()
+                    )))
+                },
+            )?;
+            let meta = lua.create_table()?;
+            meta.raw_set("__index", lua.globals())?;
+            Ok(meta)
+        };
+        let env_meta = setup().map_err(|e| ScriptError::Compile(e.to_string()))?;
+        lua.set_app_data(ctx);
+        let mut scripts = Vec::new();
+        for (i, path) in entries.iter().enumerate() {
+            let (version, src) = store.source(i);
+            scripts.push(Script {
+                chunk: RefCell::new(compile_source(&lua, path, &src)?),
+                version: Cell::new(version),
+            });
+        }
+        let ctx = conn::ctx_ref(&lua);
+        let builtin_modules = loaded_modules(&lua);
+        let script_names = entries
+            .iter()
+            .map(|p| Rc::from(p.display().to_string()))
+            .collect();
+        Ok(Self {
+            lua,
+            script_names,
+            ctx,
+            env_meta,
+            store,
+            scripts,
+            builtin_modules,
+        })
+    }
+
+    /// Drops the modules scripts `require`d, so the next `require` reads the
+    /// (possibly changed) file again.
+    fn forget_script_modules(&self) {
+        let Ok(loaded) = self
+            .lua
+            .globals()
+            .get::<Table>("package")
+            .and_then(|p| p.get::<Table>("loaded"))
+        else {
+            return;
+        };
+        for name in loaded_modules(&self.lua) {
+            if !self.builtin_modules.contains(&name) {
+                let _ = loaded.raw_set(name, mlua::Value::Nil);
+            }
+        }
+    }
+
+    /// Recompiles a server's chunk if the store has accepted a newer version.
+    fn ensure_current(&self, server: usize) -> &Script {
+        let script = &self.scripts[server];
+        if self.store.version(server) != script.version.get() {
+            self.forget_script_modules();
+            let (version, src) = self.store.source(server);
+            match compile_source(&self.lua, self.store.path(server), &src) {
+                Ok(f) => *script.chunk.borrow_mut() = f,
+                Err(e) => tracing::error!("recompiling a checked script failed: {e}"),
+            }
+            script.version.set(version);
+        }
+        script
+    }
+
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
+    /// The entry script's path of a server.
+    pub fn script_path(&self, server: usize) -> &Path {
+        self.store.path(server)
+    }
+
+    /// Creates a connection's environment: a fresh globals table in which the
+    /// entry chunk has run once (defining the hooks).
+    pub fn new_env(&self, conn: &Rc<ConnLocal>) -> mlua::Result<Table> {
+        let env = self.lua.create_table()?;
+        env.set_metatable(Some(self.env_meta.clone()))?;
+        let script = self.ensure_current(conn.server);
+        conn.script_version.set(script.version.get());
+        self.run_chunk(conn, &script.chunk.borrow(), &env)?;
+        Ok(env)
+    }
+
+    fn run_chunk(&self, conn: &Rc<ConnLocal>, chunk: &Function, env: &Table) -> mlua::Result<()> {
+        chunk.set_environment(env.clone())?;
+        let _scope = PollScope::enter(conn.clone());
+        chunk.call::<()>(())
+    }
+
+    /// Starts hook `name` of `conn` with `args` (the connection object is
+    /// appended as the last argument). `None` when the script does not define it.
+    pub fn hook(
+        &self,
+        conn: &Rc<ConnLocal>,
+        name: &'static str,
+        args: impl IntoLuaMulti,
+    ) -> Option<HookCall> {
+        self.refresh(conn);
+        let env = conn.env()?;
+        let func: Function = env.raw_get(name).ok()?;
+        let mut args = args.into_lua_multi(&self.lua).ok()?;
+        args.push_back(mlua::Value::UserData(conn.userdata()?));
+        let fut = func.call_async::<MultiValue>(args);
+        Some(HookCall {
+            inner: Box::pin(fut),
+            conn: conn.clone(),
+            name,
+            started: Instant::now(),
+            script: self.script_names[conn.server].clone(),
+        })
+    }
+
+    /// Re-runs a changed script in a live connection's environment before
+    /// its next hook, so hot reload reaches existing connections.
+    fn refresh(&self, conn: &Rc<ConnLocal>) {
+        let script = self.ensure_current(conn.server);
+        if conn.script_version.get() == script.version.get() {
+            return;
+        }
+        conn.script_version.set(script.version.get());
+        if let Some(env) = conn.env()
+            && let Err(e) = self.run_chunk(conn, &script.chunk.borrow(), &env)
+        {
+            report_error(
+                conn,
+                "reload",
+                &self.store.path(conn.server).display().to_string(),
+                &e,
+            );
+        }
+    }
+}
+
+/// Names in `package.loaded` now.
+fn loaded_modules(lua: &Lua) -> Vec<String> {
+    lua.globals()
+        .get::<Table>("package")
+        .and_then(|p| p.get::<Table>("loaded"))
+        .map(|t| {
+            t.pairs::<String, mlua::Value>()
+                .filter_map(|kv| kv.ok().map(|(k, _)| k))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `require` looks in each entry script's folder (and its `lua/` parent).
+fn set_package_path(lua: &Lua, entries: &[PathBuf]) -> mlua::Result<()> {
+    let package: Table = lua.globals().get("package")?;
+    let mut path: String = package.get("path")?;
+    let mut dirs: Vec<String> = Vec::new();
+    for e in entries {
+        let dir = e
+            .parent()
+            .map(|d| d.display().to_string())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| ".".into());
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    let mut prefix = String::new();
+    for d in dirs {
+        prefix.push_str(&format!("{d}/?.lua;{d}/?/init.lua;"));
+    }
+    path.insert_str(0, &prefix);
+    package.set("path", path)
+}
+
+/// Sets the thread-locals that a running hook needs, and clears them on drop.
+struct PollScope {
+    prev: Option<Rc<ConnLocal>>,
+}
+
+impl PollScope {
+    fn enter(conn: Rc<ConnLocal>) -> Self {
+        POLL_START.with(|s| s.set(Some(Instant::now())));
+        let prev = CURRENT.with(|c| c.borrow_mut().replace(conn));
+        Self { prev }
+    }
+}
+
+impl Drop for PollScope {
+    fn drop(&mut self) {
+        POLL_START.with(|s| s.set(None));
+        CURRENT.with(|c| *c.borrow_mut() = self.prev.take());
+    }
+}
+
+type BoxedCall = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
+
+/// A running hook; see the module documentation. Resolves to the hook's
+/// return values, or `None` when it raised an error (already logged).
+pub struct HookCall {
+    inner: BoxedCall,
+    conn: Rc<ConnLocal>,
+    name: &'static str,
+    started: Instant,
+    script: Rc<str>,
+}
+
+impl Future for HookCall {
+    type Output = Option<MultiValue>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let res = {
+            let _scope = PollScope::enter(this.conn.clone());
+            this.inner.as_mut().poll(cx)
+        };
+        let res = match res {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        this.conn
+            .metrics()
+            .observe_hook(this.name, this.started.elapsed().as_secs_f64());
+        Poll::Ready(match res {
+            Ok(v) => Some(v),
+            Err(e) => {
+                report_error(&this.conn, this.name, &this.script, &e);
+                None
+            }
+        })
+    }
+}
+
+/// Logs a Lua error with file, line and client id, and counts it.
+pub fn report_error(conn: &ConnLocal, hook: &str, script: &str, e: &mlua::Error) {
+    let text = e.to_string();
+    let location = error_location(&text, script).unwrap_or_else(|| script.to_string());
+    // "runtime error: file:12: boom" -> "boom"
+    let first = text.lines().next().unwrap_or("");
+    let first = first.strip_prefix("runtime error: ").unwrap_or(first);
+    let message = first
+        .strip_prefix(&format!("{location}: "))
+        .unwrap_or(first);
+    tracing::error!(
+        client_id = %conn.client.id,
+        "lua error in {hook} at {location} (client {}): {message}",
+        conn.client.id
+    );
+    tracing::debug!(client_id = %conn.client.id, "lua traceback: {text}");
+    conn.metrics()
+        .record_lua_error(crate::metrics::LuaErrorRecord {
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            client_id: conn.client.id.to_string(),
+            hook: hook.to_string(),
+            location,
+            message: message.to_string(),
+        });
+}
+
+/// Finds `file:line` of the script (or any Lua file) in an error's text.
+pub fn error_location(text: &str, script: &str) -> Option<String> {
+    let find = |needle: &str| -> Option<String> {
+        let mut rest = text;
+        while let Some(pos) = rest.find(needle) {
+            let after = &rest[pos + needle.len()..];
+            let digits: String = after.chars().take_while(|c| c.is_ascii_digit()).collect();
+            if !digits.is_empty() {
+                return Some(format!("{}{}", needle, digits));
+            }
+            rest = after;
+        }
+        None
+    };
+    if let Some(l) = find(&format!("{script}:")) {
+        return Some(l);
+    }
+    // Another Lua file (a required module): "<path>.lua:<line>".
+    let idx = text.find(".lua:")?;
+    let start = text[..idx]
+        .rfind(|c: char| c.is_whitespace() || c == '[' || c == '"')
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let line: String = text[idx + 5..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    (!line.is_empty()).then(|| format!("{}.lua:{}", &text[start..idx], line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_scripts_line() {
+        let t = "runtime error: lua/entry.websocket.lua:12: attempt to index a nil value";
+        assert_eq!(
+            error_location(t, "lua/entry.websocket.lua").as_deref(),
+            Some("lua/entry.websocket.lua:12")
+        );
+        let t = "callback error\nstack traceback:\n\t[C]: in ?\n\tlua/lib/util.lua:3: in function";
+        assert_eq!(
+            error_location(t, "lua/entry.websocket.lua").as_deref(),
+            Some("lua/lib/util.lua:3")
+        );
+    }
+}

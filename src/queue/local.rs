@@ -1,0 +1,235 @@
+//! Upstream queues held in this process (single node): `mix.queue.push`
+//! from Lua, consumed by backends with `queue.pop` on the WebSocket API.
+//!
+//! Rules kept here: a topic holds at most `topicSize` messages and there are
+//! at most `maxTopics` topics; past either bound a push fails and nothing
+//! already queued is lost. Consumers pull: a message leaves its topic only
+//! when a consumer is ready to write it, so each message goes to exactly one
+//! consumer, ready consumers share the load in turn, and a consumer that goes
+//! away hands back what it had not written. This module knows nothing about
+//! sockets or Lua.
+
+use super::{ConsumerId, PushError, QueuedMessage};
+use parking_lot::Mutex;
+use prometheus::IntGaugeVec;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+struct Consumer {
+    topics: Vec<String>,
+    notify: Arc<Notify>,
+    /// Where the next scan of `topics` starts (fairness across topics).
+    next: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    topics: HashMap<String, VecDeque<QueuedMessage>>,
+    consumers: HashMap<ConsumerId, Consumer>,
+    /// Consumers waiting for a message, per topic, first come first served.
+    waiting: HashMap<String, VecDeque<ConsumerId>>,
+    next_id: ConsumerId,
+}
+
+impl Inner {
+    /// Wakes the consumer that has waited longest on `topic`.
+    fn wake_one(&mut self, topic: &str) {
+        let woken = self.waiting.get_mut(topic).and_then(|w| w.pop_front());
+        if let Some(c) = woken.and_then(|id| self.consumers.get(&id)) {
+            c.notify.notify_one();
+        }
+    }
+}
+
+/// See the module documentation.
+pub struct LocalQueues {
+    inner: Mutex<Inner>,
+    topic_size: usize,
+    max_topics: usize,
+    depth: IntGaugeVec,
+}
+
+impl LocalQueues {
+    pub fn new(topic_size: usize, max_topics: usize, depth: IntGaugeVec) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            topic_size,
+            max_topics,
+            depth,
+        }
+    }
+
+    fn set_depth(&self, topic: &str, n: usize) {
+        self.depth.with_label_values(&[topic]).set(n as i64);
+    }
+
+    /// Queues a message; returns the topic's depth after the push.
+    pub fn push(&self, msg: QueuedMessage) -> Result<usize, PushError> {
+        if msg.topic.is_empty() || msg.topic.len() > 256 {
+            return Err(PushError::InvalidTopic);
+        }
+        let mut g = self.inner.lock();
+        let exists = g.topics.contains_key(&msg.topic);
+        if !exists && g.topics.len() >= self.max_topics {
+            return Err(PushError::TooManyTopics(self.max_topics));
+        }
+        let topic = msg.topic.clone();
+        let q = g.topics.entry(topic.clone()).or_default();
+        if q.len() >= self.topic_size {
+            return Err(PushError::TopicFull(topic, self.topic_size));
+        }
+        q.push_back(msg);
+        let depth = q.len();
+        g.wake_one(&topic);
+        drop(g);
+        self.set_depth(&topic, depth);
+        Ok(depth)
+    }
+
+    /// Registers a consumer of `topics`.
+    pub fn register(&self, topics: Vec<String>) -> (ConsumerId, Arc<Notify>) {
+        let mut g = self.inner.lock();
+        g.next_id += 1;
+        let id = g.next_id;
+        let notify = Arc::new(Notify::new());
+        g.consumers.insert(
+            id,
+            Consumer {
+                topics,
+                notify: notify.clone(),
+                next: 0,
+            },
+        );
+        (id, notify)
+    }
+
+    /// Removes a consumer; what it had taken but not written must be handed
+    /// back with [`LocalQueues::requeue`] first.
+    pub fn unregister(&self, id: ConsumerId) {
+        let mut g = self.inner.lock();
+        if let Some(c) = g.consumers.remove(&id) {
+            for t in &c.topics {
+                if let Some(w) = g.waiting.get_mut(t) {
+                    w.retain(|x| *x != id);
+                    if w.is_empty() {
+                        g.waiting.remove(t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the next message for consumer `id`, or registers it as waiting
+    /// (its `Notify` fires when a message arrives) and returns `None`.
+    pub fn try_take(&self, id: ConsumerId) -> Option<QueuedMessage> {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        let c = inner.consumers.get_mut(&id)?;
+        let n = c.topics.len();
+        for k in 0..n {
+            let i = (c.next + k) % n;
+            let topic = &c.topics[i];
+            let Some(q) = inner.topics.get_mut(topic) else {
+                continue;
+            };
+            if let Some(m) = q.pop_front() {
+                c.next = (i + 1) % n;
+                let depth = q.len();
+                if q.is_empty() {
+                    inner.topics.remove(topic);
+                }
+                let topic = m.topic.clone();
+                drop(g);
+                self.set_depth(&topic, depth);
+                return Some(m);
+            }
+        }
+        for t in c.topics.clone() {
+            let w = inner.waiting.entry(t).or_default();
+            if !w.contains(&id) {
+                w.push_back(id);
+            }
+        }
+        None
+    }
+
+    /// Waits for and takes the next message for consumer `id`.
+    pub async fn take(&self, id: ConsumerId, notify: &Notify) -> QueuedMessage {
+        loop {
+            let notified = notify.notified();
+            if let Some(m) = self.try_take(id) {
+                return m;
+            }
+            notified.await;
+        }
+    }
+
+    /// Puts a message a consumer could not write back at the front of its
+    /// topic (even past the bound: it was already accepted once).
+    pub fn requeue(&self, msg: QueuedMessage) {
+        let mut g = self.inner.lock();
+        let topic = msg.topic.clone();
+        let q = g.topics.entry(topic.clone()).or_default();
+        q.push_front(msg);
+        let depth = q.len();
+        g.wake_one(&topic);
+        drop(g);
+        self.set_depth(&topic, depth);
+    }
+
+    /// Messages waiting in `topic` now.
+    pub fn depth(&self, topic: &str) -> usize {
+        self.inner.lock().topics.get(topic).map_or(0, |q| q.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queues(size: usize, topics: usize) -> LocalQueues {
+        let g = IntGaugeVec::new(prometheus::Opts::new("d", "d"), &["topic"]).unwrap();
+        LocalQueues::new(size, topics, g)
+    }
+
+    fn msg(topic: &str, n: i64) -> QueuedMessage {
+        QueuedMessage {
+            topic: topic.into(),
+            node: 1,
+            client_id: "1".into(),
+            data: n.into(),
+        }
+    }
+
+    #[test]
+    fn bounds_refuse_without_losing_anything() {
+        let q = queues(2, 1);
+        assert_eq!(q.push(msg("a", 1)), Ok(1));
+        assert_eq!(q.push(msg("a", 2)), Ok(2));
+        assert!(matches!(q.push(msg("a", 3)), Err(PushError::TopicFull(..))));
+        assert!(matches!(
+            q.push(msg("b", 1)),
+            Err(PushError::TooManyTopics(1))
+        ));
+        let (id, _) = q.register(vec!["a".into()]);
+        assert_eq!(q.try_take(id).unwrap().data, 1);
+        assert_eq!(q.try_take(id).unwrap().data, 2);
+        assert!(q.try_take(id).is_none());
+    }
+
+    #[test]
+    fn each_message_goes_to_one_consumer_and_requeue_hands_back() {
+        let q = queues(10, 10);
+        let (a, _) = q.register(vec!["t".into()]);
+        let (b, _) = q.register(vec!["t".into()]);
+        q.push(msg("t", 1)).unwrap();
+        q.push(msg("t", 2)).unwrap();
+        let first = q.try_take(a).unwrap();
+        let second = q.try_take(b).unwrap();
+        assert_ne!(first.data, second.data);
+        q.requeue(second);
+        q.unregister(b);
+        assert_eq!(q.try_take(a).unwrap().data, 2);
+    }
+}

@@ -1,0 +1,572 @@
+//! One client connection from accept to `on_close`: the handshake with its
+//! `on_handshake` hook, then the frame loop, then cleanup.
+//!
+//! The frame loop is a single future per connection (no split halves, no
+//! extra tasks) that, each time it is woken:
+//! 1. moves what the outbox holds into a local batch (only when the batch is
+//!    empty, so queued memory stays bounded) and writes it, flushing once;
+//! 2. drives the running hook, starting the next `on_message` when it ends
+//!    (hooks of one connection run one at a time, in arrival order);
+//! 3. reads frames into a small inbound queue (pings are answered by
+//!    tungstenite while reading, even while a hook waits);
+//! 4. checks one timer for read timeout, write stall and close handshake.
+
+use super::handshake::{self, UpgradeRequest};
+use crate::hub::Client;
+use crate::lua::conn::ConnLocal;
+use crate::lua::{HookCall, LuaRuntime, report_error};
+use crate::outbox::Outbound;
+use crate::worker::WorkerState;
+use futures_util::{Sink, Stream};
+use mlua::{Lua, Value};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
+use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role};
+
+/// Frames read ahead while a hook is still running.
+const MAX_INBOUND: usize = 32;
+/// Time to read the upgrade request.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the peer gets to answer our close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Serves one accepted TCP connection to the end.
+pub async fn serve(
+    state: Rc<WorkerState>,
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    server: usize,
+) {
+    let Ok(mut stream) = TcpStream::from_std(stream) else {
+        return;
+    };
+    let srv = state.servers[server].clone();
+    let (req, leftover) =
+        // Boxed: the read buffer lives only while the request is read, not
+        // in every connection's future for its whole life.
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake::read_request(&mut stream))).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(handshake::HandshakeError::Eof)) | Err(_) => return,
+            Ok(Err(e)) => {
+                handshake::refuse(&mut stream, 400, &e.to_string()).await;
+                return;
+            }
+        };
+    if req.path() != srv.cfg.path() {
+        handshake::refuse(&mut stream, 404, "Not Found").await;
+        return;
+    }
+    let key = match req.check_upgrade() {
+        Ok(k) => k.to_string(),
+        Err((status, why)) => {
+            handshake::refuse(&mut stream, status, why).await;
+            return;
+        }
+    };
+    let metrics = &state.mesh.metrics;
+    if srv.active.fetch_add(1, Ordering::AcqRel) >= srv.cfg.max_connections {
+        srv.active.fetch_sub(1, Ordering::AcqRel);
+        metrics
+            .connections_refused
+            .with_label_values(&["max_connections"])
+            .inc();
+        handshake::refuse(&mut stream, 503, "Too many connections").await;
+        return;
+    }
+    let _active = ActiveGuard(srv.clone());
+
+    let id = state.mesh.hub.next_id();
+    let client = Arc::new(Client::new(
+        id,
+        server,
+        srv.cfg.outbound_queue_size,
+        srv.cfg.max_channels,
+    ));
+    let vm = match state.vms.acquire() {
+        Ok(vm) => vm,
+        Err(e) => {
+            tracing::error!("no Lua VM for a new connection: {e}");
+            handshake::refuse(&mut stream, 500, "Internal Server Error").await;
+            return;
+        }
+    };
+    let Ok(conn) = ConnLocal::new(vm.lua(), client.clone(), server, peer, vm.ctx.clone()) else {
+        handshake::refuse(&mut stream, 500, "Internal Server Error").await;
+        return;
+    };
+    let _release = ReleaseGuard(conn.clone(), state.mesh.clone());
+    match vm.new_env(&conn).and_then(|env| conn.set_env(env)) {
+        Ok(()) => {}
+        Err(e) => {
+            let script = vm.script_path(server).display().to_string();
+            report_error(&conn, "main chunk", &script, &e);
+            handshake::refuse(&mut stream, 500, "Internal Server Error").await;
+            return;
+        }
+    }
+    if let Some(refusal) = Box::pin(run_handshake_hook(&vm, &conn, &req)).await {
+        metrics
+            .connections_refused
+            .with_label_values(&["on_handshake"])
+            .inc();
+        handshake::refuse(&mut stream, refusal.0, &refusal.1).await;
+        return;
+    }
+    let protocol = req
+        .header("sec-websocket-protocol")
+        .and_then(|p| p.split(',').next())
+        .map(|p| p.trim().to_string());
+    let accepted = handshake::accept(&mut stream, &key, protocol.as_deref()).await;
+    // The request is not needed any more; free it now rather than keep it
+    // for the connection's whole life.
+    drop((req, key, protocol));
+    if accepted.is_err() {
+        return;
+    }
+    let ws =
+        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(srv.ws_config))
+            .await;
+    state.mesh.register(client.clone());
+    tracing::debug!(client_id = %id, "connected from {peer}");
+
+    let first_hook = vm.hook(&conn, "on_connect", ());
+    let reason = Driver {
+        ws,
+        vm: &vm,
+        conn: &conn,
+        hook: first_hook,
+        inbound: VecDeque::new(),
+        batch: VecDeque::new(),
+        timer: None,
+        last_read: Instant::now(),
+        stalled_since: None,
+        closing_since: None,
+        close_reason: None,
+        need_flush: false,
+        read_timeout: secs(srv.cfg.read_timeout),
+        write_timeout: secs(srv.cfg.write_timeout),
+    }
+    .await;
+
+    state.mesh.unregister(&client);
+    tracing::debug!(client_id = %id, "closed: {}", reason.as_deref().unwrap_or("clean"));
+    if let Some(call) = vm.hook(&conn, "on_close", (id.to_string(), reason)) {
+        call.await;
+    }
+}
+
+fn secs(s: u64) -> Option<Duration> {
+    (s > 0).then(|| Duration::from_secs(s))
+}
+
+/// Releases the connection's slot of `maxConnections` once it is fully gone.
+struct ActiveGuard(Arc<crate::worker::ServerShared>);
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// However `serve` ends (a refused handshake included): leaves every
+/// channel the hooks joined and drops the connection's Lua references.
+struct ReleaseGuard(Rc<ConnLocal>, Arc<crate::mesh::Mesh>);
+impl Drop for ReleaseGuard {
+    fn drop(&mut self) {
+        self.1.unregister(&self.0.client);
+        self.0.release();
+    }
+}
+
+/// Runs `on_handshake`; `Some((status, body))` when it refused the upgrade.
+async fn run_handshake_hook(
+    vm: &LuaRuntime,
+    conn: &Rc<ConnLocal>,
+    req: &UpgradeRequest,
+) -> Option<(u16, String)> {
+    let lua = vm.lua();
+    let build = || -> mlua::Result<(String, mlua::Table, mlua::Table)> {
+        let headers = headers_table(lua, &req.headers)?;
+        let server = lua.create_table()?;
+        server.raw_set("Method", req.method.as_str())?;
+        server.raw_set("RequestUri", req.uri.as_str())?;
+        server.raw_set("ServerProtocol", req.version.as_str())?;
+        server.raw_set("Host", req.header("host").unwrap_or(""))?;
+        server.raw_set("RemoteAddr", conn.remote_addr.to_string())?;
+        Ok((conn.client.id.to_string(), headers, server))
+    };
+    let args = build().ok()?;
+    let call = vm.hook(conn, "on_handshake", args)?;
+    let Some(ret) = call.await else {
+        // The hook raised an error: fail closed, it may have been checking auth.
+        return Some((500, "Internal Server Error".into()));
+    };
+    let mut ret = ret.into_iter();
+    if !matches!(ret.next(), Some(Value::Boolean(false))) {
+        return None;
+    }
+    let status = match ret.next() {
+        Some(Value::Integer(n)) => n as u16,
+        Some(Value::Number(n)) => n as u16,
+        _ => 403,
+    };
+    let status = if (400..600).contains(&status) {
+        status
+    } else {
+        403
+    };
+    let body = match ret.next() {
+        Some(Value::String(s)) => s.to_string_lossy(),
+        _ => "Forbidden".into(),
+    };
+    Some((status, body))
+}
+
+/// Request headers as Go presents them (`X-Forwarded-For`, repeated headers
+/// joined with ", "); lookups with any other case work too.
+fn headers_table(lua: &Lua, headers: &[(String, String)]) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table()?;
+    for (k, v) in headers {
+        let key = crate::lua::http::canonical_header(&k.to_ascii_lowercase());
+        let merged = match t.raw_get::<Option<String>>(key.as_str())? {
+            Some(prev) => format!("{prev}, {v}"),
+            None => v.clone(),
+        };
+        t.raw_set(key, merged)?;
+    }
+    let meta = lua.create_table()?;
+    meta.raw_set(
+        "__index",
+        lua.create_function(|_, (t, k): (mlua::Table, String)| {
+            let key = crate::lua::http::canonical_header(&k.to_ascii_lowercase());
+            t.raw_get::<Value>(key)
+        })?,
+    )?;
+    t.set_metatable(Some(meta))?;
+    Ok(t)
+}
+
+/// The frame loop; see the module documentation.
+struct Driver<'a> {
+    ws: WebSocketStream<TcpStream>,
+    vm: &'a LuaRuntime,
+    conn: &'a Rc<ConnLocal>,
+    hook: Option<HookCall>,
+    inbound: VecDeque<Message>,
+    batch: VecDeque<Outbound>,
+    timer: Option<Pin<Box<Sleep>>>,
+    last_read: Instant,
+    stalled_since: Option<Instant>,
+    /// Set once our close frame is queued.
+    closing_since: Option<Instant>,
+    /// What `on_close` will be told (None: a clean close).
+    close_reason: Option<String>,
+    need_flush: bool,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+/// What ends the loop.
+enum End {
+    /// The socket is done; the reason for `on_close` (None: clean).
+    Done(Option<String>),
+}
+
+/// The driver is its own future (not an `async fn`): an `async fn` taking
+/// `self` would hold the driver twice in every connection's task.
+impl Future for Driver<'_> {
+    type Output = Option<String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        let this = &mut *self;
+        match this.poll_step(cx) {
+            Poll::Ready(End::Done(reason)) => {
+                // Cancel a hook still waiting (HTTP, wait_context_value): its
+                // connection is gone.
+                this.hook = None;
+                Poll::Ready(reason)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Driver<'_> {
+    fn lua(&self) -> &Lua {
+        self.vm.lua()
+    }
+
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        loop {
+            let mut progressed = false;
+
+            // 1. Outbound.
+            if self.batch.is_empty()
+                && let Poll::Ready(overflowed) =
+                    self.conn.client.outbox.poll_drain(cx, &mut self.batch)
+            {
+                if overflowed && self.closing_since.is_none() {
+                    self.conn.metrics().slow_clients_closed.inc();
+                    tracing::warn!(client_id = %self.conn.client.id, "slow client: outbound queue full, closing");
+                    self.batch.clear();
+                    self.start_close(
+                        1013,
+                        "slow client: outbound queue full",
+                        Some("slow client"),
+                    );
+                }
+                progressed |= !self.batch.is_empty();
+            }
+            if let Some(end) = self.write_batch(cx) {
+                return Poll::Ready(end);
+            }
+
+            // 2. The running hook, then the next one.
+            if let Some(h) = self.hook.as_mut()
+                && Pin::new(h).poll(cx).is_ready()
+            {
+                self.hook = None;
+                progressed = true;
+            }
+            if self.hook.is_none()
+                && self.closing_since.is_none()
+                && let Some(msg) = self.inbound.pop_front()
+            {
+                self.hook = self.message_hook(msg);
+                continue;
+            }
+
+            // 3. Read.
+            if self.inbound.len() < MAX_INBOUND {
+                match Pin::new(&mut self.ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(msg))) => {
+                        self.last_read = Instant::now();
+                        // A received ping queues a pong inside tungstenite; a
+                        // received close queues the reply. Flush either out.
+                        self.need_flush = true;
+                        match msg {
+                            Message::Text(_) | Message::Binary(_) => {
+                                self.conn.metrics().read_messages.inc();
+                                if self.closing_since.is_none() {
+                                    self.inbound.push_back(msg);
+                                }
+                            }
+                            // Peer-initiated close: tungstenite queues the reply.
+                            Message::Close(_) if self.closing_since.is_none() => {
+                                self.closing_since = Some(Instant::now());
+                            }
+                            _ => {}
+                        }
+                        progressed = true;
+                    }
+                    Poll::Ready(None) => {
+                        let _ = Pin::new(&mut self.ws).poll_flush(cx);
+                        return Poll::Ready(End::Done(self.close_reason.take()));
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(self.read_error(cx, e)),
+                    Poll::Pending => {}
+                }
+            }
+
+            // 4. Timers.
+            if let Some(end) = self.poll_timer(cx) {
+                return Poll::Ready(end);
+            }
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Writes the batch until it is empty or the socket pushes back.
+    fn write_batch(&mut self, cx: &mut Context<'_>) -> Option<End> {
+        let mut sent = 0u64;
+        while let Some(front) = self.batch.front() {
+            match front {
+                Outbound::Message(_) if self.closing_since.is_some() => {
+                    self.batch.pop_front();
+                }
+                Outbound::Message(_) => match Pin::new(&mut self.ws).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let Some(Outbound::Message(m)) = self.batch.pop_front() else {
+                            unreachable!()
+                        };
+                        if let Err(e) = Pin::new(&mut self.ws).start_send(m) {
+                            return Some(End::Done(Some(format!("write failed: {e}"))));
+                        }
+                        sent += 1;
+                        self.need_flush = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Some(End::Done(Some(format!("write failed: {e}"))));
+                    }
+                    Poll::Pending => {
+                        self.stalled_since.get_or_insert_with(Instant::now);
+                        break;
+                    }
+                },
+                Outbound::Call(_) => {
+                    let Some(Outbound::Call(mut call)) = self.batch.pop_front() else {
+                        unreachable!()
+                    };
+                    let res = self.conn.apply_call(self.lua(), &call);
+                    if let Some(reply) = call.reply.take() {
+                        let _ = reply.send(res);
+                    }
+                }
+                Outbound::Close(..) => {
+                    let Some(Outbound::Close(code, reason)) = self.batch.pop_front() else {
+                        unreachable!()
+                    };
+                    if self.closing_since.is_none() {
+                        self.start_close(code, &reason, None);
+                    }
+                }
+            }
+        }
+        if sent > 0 {
+            self.conn.metrics().send_messages.inc_by(sent);
+        }
+        if self.need_flush {
+            match Pin::new(&mut self.ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.need_flush = false;
+                    if self.batch.is_empty() {
+                        self.stalled_since = None;
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    if self.closing_since.is_some() {
+                        return Some(End::Done(self.close_reason.take()));
+                    }
+                    return Some(End::Done(Some(format!("write failed: {e}"))));
+                }
+                Poll::Pending => {
+                    self.stalled_since.get_or_insert_with(Instant::now);
+                }
+            }
+        } else if self.batch.is_empty() {
+            self.stalled_since = None;
+        }
+        None
+    }
+
+    /// Queues our close frame; the loop then waits for the peer's reply.
+    fn start_close(&mut self, code: u16, reason: &str, on_close_reason: Option<&str>) {
+        self.closing_since = Some(Instant::now());
+        self.close_reason = on_close_reason.map(str::to_string);
+        self.inbound.clear();
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.to_string().into(),
+        };
+        // The frame is queued even if the socket is full; poll_flush sends it.
+        let _ = Pin::new(&mut self.ws).start_send(Message::Close(Some(frame)));
+        self.need_flush = true;
+    }
+
+    fn message_hook(&self, msg: Message) -> Option<HookCall> {
+        let lua = self.lua();
+        let (kind, data): (&str, &[u8]) = match &msg {
+            Message::Text(t) => ("text", t.as_bytes()),
+            Message::Binary(b) => ("binary", b),
+            _ => return None,
+        };
+        let t = lua.create_table().ok()?;
+        t.raw_set("type", kind).ok()?;
+        t.raw_set("data", lua.create_string(data).ok()?).ok()?;
+        self.vm.hook(self.conn, "on_message", t)
+    }
+
+    /// A read error ends the connection; protocol and size violations get the
+    /// matching close code first (best effort).
+    fn read_error(&mut self, cx: &mut Context<'_>, e: WsError) -> End {
+        let (code, why) = match &e {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big"),
+            WsError::Capacity(_) => (1009, "frame too big"),
+            WsError::Utf8(_) => (1007, "invalid UTF-8 in text frame"),
+            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+                return End::Done(Some("connection reset".into()));
+            }
+            WsError::Protocol(_) => (1002, "protocol error"),
+            WsError::Io(_) => return End::Done(Some(format!("read failed: {e}"))),
+            _ => return End::Done(Some(e.to_string())),
+        };
+        tracing::debug!(client_id = %self.conn.client.id, "closing with {code}: {e}");
+        if self.closing_since.is_none() {
+            self.start_close(code, why, None);
+            let _ = Pin::new(&mut self.ws).poll_flush(cx);
+        }
+        End::Done(Some(why.to_string()))
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Option<End> {
+        loop {
+            let now = Instant::now();
+            if let Some(since) = self.closing_since {
+                if now >= since + CLOSE_TIMEOUT {
+                    return Some(End::Done(self.close_reason.take()));
+                }
+            } else {
+                if let (Some(t), Some(since)) = (self.write_timeout, self.stalled_since)
+                    && now >= since + t
+                {
+                    self.conn.metrics().slow_clients_closed.inc();
+                    tracing::warn!(client_id = %self.conn.client.id, "slow client: write stalled, closing");
+                    return Some(End::Done(Some("slow client: write timeout".into())));
+                }
+                if let Some(t) = self.read_timeout
+                    && now >= self.last_read + t
+                {
+                    self.batch.clear();
+                    self.start_close(1000, "read timeout", Some("read timeout"));
+                    if let Some(end) = self.write_batch(cx) {
+                        return Some(end);
+                    }
+                    continue;
+                }
+            }
+            let deadline = self.next_deadline()?;
+            let timer = self
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            // Only move the timer earlier (or re-arm it once fired): moving
+            // it later on every frame read would cost a timer-wheel update
+            // per message; firing early just re-checks.
+            if deadline < timer.deadline() || timer.deadline() <= now {
+                timer.as_mut().reset(deadline);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => continue,
+                Poll::Pending => return None,
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        if let Some(since) = self.closing_since {
+            return Some(since + CLOSE_TIMEOUT);
+        }
+        let read = self.read_timeout.map(|t| self.last_read + t);
+        let write = self
+            .write_timeout
+            .zip(self.stalled_since)
+            .map(|(t, s)| s + t);
+        match (read, write) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
