@@ -59,9 +59,10 @@ ensure_redis() {
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 ensure_redis
-cargo test --workspace --all-targets
+timeout 2400 cargo test --workspace --all-targets
 
 # The JS client (clients/js, node's test runner against a live gateway) and the
-# web pages in headless Chromium (scripts/browser-test.sh).
-(cd clients/js && npm install --no-audit --no-fund && npm test)
-scripts/browser-test.sh
+# web pages in headless Chromium (scripts/browser-test.sh). Each test has its
+# own deadline; the outer timeouts only turn a wedged run into a clear failure.
+(cd clients/js && npm install --no-audit --no-fund && timeout 600 npm test)
+timeout 1200 scripts/browser-test.sh

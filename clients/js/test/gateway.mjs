@@ -3,7 +3,8 @@
 // generated config on free loopback ports, plus a tiny auth API standing in
 // for the user's backend (token "tok<uid>" is user <uid>, anything else 401).
 //
-// The entry script is the shipped lua/entry.websocket.lua with a few lines
+// The entry script is the shipped lua/entry.websocket.lua (beside copies of
+// the modules it requires from lua/) with a few lines
 // appended that report each new connection's client id to the auth API
 // (POST /connected), so a test can close that connection from the server side
 // with the WebSocket API's conn.call "close", and that turn the text frame
@@ -172,6 +173,13 @@ export async function startGateway({ auth, users = [], serverOptions = {} } = {}
     const apiPort = await freePort();
     const wsPort = await freePort();
     const entry = path.join(dir, "entry.websocket.lua");
+    // The shipped entry script requires modules from its own folder
+    // (message_center.lua): copy them beside the generated entry.
+    for (const f of fs.readdirSync(path.join(REPO, "lua"))) {
+        if (f.endsWith(".lua") && f !== "entry.websocket.lua") {
+            fs.copyFileSync(path.join(REPO, "lua", f), path.join(dir, f));
+        }
+    }
     const shipped = fs.readFileSync(path.join(REPO, "lua/entry.websocket.lua"), "utf8");
     fs.writeFileSync(entry, shipped + "\n" + NOTIFY_LUA);
     const options = { path: "/chat", ...serverOptions };
