@@ -208,6 +208,19 @@ impl Mesh {
         Ok(())
     }
 
+    /// Resolves once every channel joined so far is heard from the whole
+    /// cluster (the broker's Redis subscription is in place), so a publish
+    /// issued on any node after a subscribe reached its caller is delivered.
+    /// At once on a single node; bounded by `publishTimeoutMs` in a cluster.
+    pub fn subscriptions_ready(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
+        let pending = self.broker.as_ref().map(|b| (b.clone(), b.interest_sent()));
+        async move {
+            if let Some((b, seq)) = pending {
+                b.interest_applied(seq).await;
+            }
+        }
+    }
+
     /// Removes a local client from a channel.
     pub fn unsubscribe(&self, client: &crate::hub::Client, ch: &str) {
         if self.hub.unsubscribe(client, ch) {

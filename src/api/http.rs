@@ -112,6 +112,7 @@ pub async fn handle(
         "/metrics" => {
             let m = &state.mesh.metrics;
             m.channels.set(state.mesh.hub.channel_count() as i64);
+            state.mesh.queues.refresh_depth().await;
             respond(StatusCode::OK, "text/plain; version=0.0.4", m.render())
         }
         _ => {

@@ -17,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
@@ -164,12 +163,13 @@ fn method_label(m: &str) -> &'static str {
 /// A running `queue.pop`.
 struct Consumer {
     id: crate::queue::ConsumerId,
-    task: JoinHandle<()>,
+    stop: CancellationToken,
 }
 
 impl Consumer {
+    /// Stops taking; a message already being taken is handed back.
     fn stop(self, state: &ApiState) {
-        self.task.abort();
+        self.stop.cancel();
         state.mesh.queues.unregister(self.id);
     }
 }
@@ -202,17 +202,29 @@ fn start_consuming(
     let queues = state.mesh.queues.clone();
     let (id, notify) = queues.register(topics);
     let tx = tx.clone();
-    let task = tokio::spawn(async move {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(async move {
         loop {
             // Room in the writer first, so a taken message always has a slot.
-            let Ok(permit) = tx.reserve().await else {
+            let permit = tokio::select! {
+                _ = stopped.cancelled() => return,
+                p = tx.reserve() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let Some(m) = queues.take(id, &notify, &stopped).await else {
                 return;
             };
-            let m = queues.take(id, &notify).await;
+            if stopped.is_cancelled() {
+                queues.requeue(m).await;
+                return;
+            }
             permit.send(Outgoing::Event(m));
         }
     });
-    *consumer = Some(Consumer { id, task });
+    *consumer = Some(Consumer { id, stop });
     Ok(json!({"s": true}))
 }
 

@@ -29,7 +29,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Publishes and lists who should report, in one round trip.
@@ -119,8 +119,11 @@ pub struct RedisBroker {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub started: u64,
-    interest: mpsc::UnboundedSender<Interest>,
-    interest_rx: Mutex<Option<mpsc::UnboundedReceiver<Interest>>>,
+    /// Interest changes, numbered in the order they are sent.
+    interest: Mutex<(u64, mpsc::UnboundedSender<(u64, Interest)>)>,
+    interest_rx: Mutex<Option<mpsc::UnboundedReceiver<(u64, Interest)>>>,
+    /// The number of the last interest change Redis has applied.
+    interest_applied: watch::Sender<u64>,
     next_req: AtomicU64,
     reports: Mutex<HashMap<u64, ReportSender>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
@@ -232,8 +235,9 @@ impl RedisBroker {
             hub,
             metrics,
             started: unix_now(),
-            interest: tx,
+            interest: Mutex::new((0, tx)),
             interest_rx: Mutex::new(Some(rx)),
+            interest_applied: watch::Sender::new(0),
             next_req: AtomicU64::new(1),
             reports: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
@@ -265,7 +269,39 @@ impl RedisBroker {
 
     /// Tells the broker about the first/last local subscriber of a channel.
     pub fn interest(&self, change: Interest) {
-        let _ = self.interest.send(change);
+        let mut g = self.interest.lock();
+        g.0 += 1;
+        let seq = g.0;
+        let _ = g.1.send((seq, change));
+    }
+
+    /// The number of the last interest change sent so far.
+    pub fn interest_sent(&self) -> u64 {
+        self.interest.lock().0
+    }
+
+    /// Records that Redis applied every interest change up to `seq`.
+    pub fn mark_interest_applied(&self, seq: u64) {
+        self.interest_applied.send_if_modified(|v| {
+            let newer = seq > *v;
+            if newer {
+                *v = seq;
+            }
+            newer
+        });
+    }
+
+    /// Waits until Redis applied interest change `seq`, so that a publish on
+    /// any node reaches this node's subscribers. Returns at once while the
+    /// subscription link is down (local delivery needs no wait), and after
+    /// `publishTimeoutMs` at most.
+    pub async fn interest_applied(&self, seq: u64) {
+        if !self.subscriber_up.load(Ordering::Acquire) {
+            return;
+        }
+        let mut rx = self.interest_applied.subscribe();
+        let wait = Duration::from_millis(self.cfg.publish_timeout_ms);
+        let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v >= seq)).await;
     }
 
     /// Who to wake when a queue topic is announced (set once, by the queues).

@@ -23,7 +23,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 pub fn spawn(
     b: Arc<RedisBroker>,
-    mut rx: mpsc::UnboundedReceiver<Interest>,
+    mut rx: mpsc::UnboundedReceiver<(u64, Interest)>,
     stop: CancellationToken,
 ) {
     tokio::spawn(async move {
@@ -67,10 +67,13 @@ pub fn spawn(
                         None => break,
                     },
                     Some(first) = rx.recv() => {
-                        let mut batch = vec![first];
+                        let (mut last, mut batch) = (first.0, vec![first.1]);
                         while batch.len() < BATCH {
                             match rx.try_recv() {
-                                Ok(x) => batch.push(x),
+                                Ok((seq, x)) => {
+                                    last = seq;
+                                    batch.push(x);
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -78,6 +81,7 @@ pub fn spawn(
                             tracing::warn!("broker: changing subscriptions failed: {e}");
                             break;
                         }
+                        b.mark_interest_applied(last);
                     }
                 }
             }
@@ -89,11 +93,13 @@ pub fn spawn(
 }
 
 /// Subscribes to this node's channel and every channel the hub has now, and
-/// re-registers them in Redis (which may have restarted empty).
+/// re-registers them in Redis (which may have restarted empty). That covers
+/// every interest change sent before it began.
 async fn resubscribe(
     b: &Arc<RedisBroker>,
     sink: &mut redis::aio::PubSubSink,
 ) -> redis::RedisResult<()> {
+    let covered = b.interest_sent();
     sink.subscribe(b.names.node_channel(b.node)).await?;
     let watched = b.watched_channels();
     if !watched.is_empty() {
@@ -105,6 +111,7 @@ async fn resubscribe(
         sink.subscribe(names).await?;
         register(b, chunk, true).await?;
     }
+    b.mark_interest_applied(covered);
     Ok(())
 }
 

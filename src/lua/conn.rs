@@ -140,6 +140,11 @@ impl ConnLocal {
         Ok(())
     }
 
+    /// Resolves once the cluster hears every channel joined so far.
+    pub fn subscriptions_ready(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
+        self.ctx.mesh.subscriptions_ready()
+    }
+
     /// Applies a remote `conn.call`.
     pub fn apply_call(&self, lua: &Lua, call: &ConnCall) -> Result<(), String> {
         let arg = |i: usize| call.args.get(i).cloned().unwrap_or(serde_json::Value::Null);
@@ -290,7 +295,9 @@ impl UserData for LuaConn {
                 }
             }
         });
-        m.add_method("subscribe", |lua, this, args: MultiValue| {
+        // Returns once the cluster hears the channels (at once on one node),
+        // so a reply sent after it never races a backend's publish.
+        m.add_async_method("subscribe", |lua, this, args: MultiValue| async move {
             let r = this.get().and_then(|c| {
                 for ch in channel_args(args)? {
                     c.ctx
@@ -298,9 +305,16 @@ impl UserData for LuaConn {
                         .subscribe(&c.client, &ch)
                         .map_err(|e| e.to_string())?;
                 }
-                Ok(())
+                Ok(c.ctx.mesh.subscriptions_ready())
             });
-            err_value(lua, r)
+            let r = match r {
+                Ok(ready) => {
+                    ready.await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            err_value(&lua, r)
         });
         m.add_method("unsubscribe", |lua, this, args: MultiValue| {
             let r = this.get().and_then(|c| {

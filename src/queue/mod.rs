@@ -14,6 +14,7 @@ pub mod redis;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// One queued message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,11 +81,29 @@ impl Queues {
         }
     }
 
-    /// Waits for and takes the next message for consumer `id`.
-    pub async fn take(&self, id: ConsumerId, notify: &Notify) -> QueuedMessage {
+    /// Waits for and takes the next message for consumer `id`; `None` once
+    /// `stop` fires. Stop with `stop`, never by dropping this future: a
+    /// cluster take in flight has already removed its message from Redis.
+    pub async fn take(
+        &self,
+        id: ConsumerId,
+        notify: &Notify,
+        stop: &CancellationToken,
+    ) -> Option<QueuedMessage> {
         match self {
-            Queues::Local(q) => q.take(id, notify).await,
-            Queues::Cluster(q) => q.take(id, notify).await,
+            Queues::Local(q) => tokio::select! {
+                _ = stop.cancelled() => None,
+                m = q.take(id, notify) => Some(m),
+            },
+            Queues::Cluster(q) => q.take(id, notify, stop).await,
+        }
+    }
+
+    /// Brings the depth gauges up to date (cluster: read from Redis; the
+    /// local queues keep them exact as they go).
+    pub async fn refresh_depth(&self) {
+        if let Queues::Cluster(q) = self {
+            q.refresh_depth().await;
         }
     }
 

@@ -3,15 +3,18 @@
 //! hold across nodes. A push announces itself on `<prefix>:qn:<topic>`,
 //! which nodes with local consumers of the topic listen to; a consumer
 //! also looks again every second, so a missed announcement only delays.
+//! Depth gauges are read back from Redis when `/metrics` is scraped, so
+//! every node reports the cluster's depth, whoever pushed or popped.
 
 use super::{ConsumerId, PushError, QueuedMessage};
 use crate::broker::redis::RedisBroker;
 use parking_lot::Mutex;
 use prometheus::IntGaugeVec;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// -1: topic full, -2: too many topics, else the new length.
 const PUSH_SCRIPT: &str = r#"
@@ -59,6 +62,8 @@ pub struct RedisQueues {
     topic_size: usize,
     max_topics: usize,
     depth: IntGaugeVec,
+    /// Topics this node has a depth gauge for.
+    gauged: Mutex<HashSet<String>>,
     consumers: Mutex<HashMap<ConsumerId, Consumer>>,
     next_id: Mutex<ConsumerId>,
 }
@@ -75,6 +80,7 @@ impl RedisQueues {
             topic_size,
             max_topics,
             depth,
+            gauged: Mutex::new(HashSet::new()),
             consumers: Mutex::new(HashMap::new()),
             next_id: Mutex::new(0),
         });
@@ -117,7 +123,7 @@ impl RedisQueues {
             -1 => Err(PushError::TopicFull(msg.topic, self.topic_size)),
             -2 => Err(PushError::TooManyTopics(self.max_topics)),
             n => {
-                self.depth.with_label_values(&[&msg.topic]).set(n);
+                self.set_depth(&msg.topic, n);
                 Ok(n as usize)
             }
         }
@@ -188,7 +194,7 @@ impl RedisQueues {
                 if let Some(c) = self.consumers.lock().get_mut(&id) {
                     c.next = (i + 1) % n;
                 }
-                self.depth.with_label_values(&[&topics[i]]).set(left);
+                self.set_depth(&topics[i], left);
                 match serde_json::from_str(&payload) {
                     Ok(m) => return Some(m),
                     Err(e) => tracing::warn!("dropping a malformed queue message: {e}"),
@@ -198,13 +204,63 @@ impl RedisQueues {
         None
     }
 
-    pub async fn take(&self, id: ConsumerId, notify: &Notify) -> QueuedMessage {
+    /// See `Queues::take`: `stop` is only watched between Redis calls, so a
+    /// popped message is always returned, never dropped in flight.
+    pub async fn take(
+        &self,
+        id: ConsumerId,
+        notify: &Notify,
+        stop: &CancellationToken,
+    ) -> Option<QueuedMessage> {
         loop {
             let notified = notify.notified();
-            if let Some(m) = self.try_take(id).await {
-                return m;
+            if stop.is_cancelled() {
+                return None;
             }
-            let _ = tokio::time::timeout(POLL, notified).await;
+            if let Some(m) = self.try_take(id).await {
+                return Some(m);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = tokio::time::timeout(POLL, notified) => {}
+            }
+        }
+    }
+
+    fn set_depth(&self, topic: &str, n: i64) {
+        self.gauged.lock().insert(topic.to_string());
+        self.depth.with_label_values(&[topic]).set(n);
+    }
+
+    /// Reads every topic's length from Redis into the depth gauges (topics
+    /// that emptied read 0). Leaves the gauges as they are when Redis does
+    /// not answer within a second.
+    pub async fn refresh_depth(&self) {
+        let mut cmd = self.broker.cmd.clone();
+        let (_, set, _) = self.keys("");
+        let read = async {
+            let topics: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(&set)
+                .query_async(&mut cmd)
+                .await?;
+            let mut pipe = redis::pipe();
+            for t in &topics {
+                pipe.cmd("LLEN").arg(self.keys(t).0);
+            }
+            let lens: Vec<i64> = pipe.query_async(&mut cmd).await?;
+            Ok::<_, redis::RedisError>(topics.into_iter().zip(lens).collect::<HashMap<_, _>>())
+        };
+        let Ok(Ok(lens)) = tokio::time::timeout(Duration::from_secs(1), read).await else {
+            return;
+        };
+        let gauged: Vec<String> = self.gauged.lock().iter().cloned().collect();
+        for t in gauged {
+            if !lens.contains_key(&t) {
+                self.depth.with_label_values(&[&t]).set(0);
+            }
+        }
+        for (t, n) in lens {
+            self.set_depth(&t, n);
         }
     }
 

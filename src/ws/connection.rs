@@ -15,7 +15,7 @@ use super::handshake::{self, UpgradeRequest};
 use crate::hub::Client;
 use crate::lua::conn::ConnLocal;
 use crate::lua::{HookCall, LuaRuntime, report_error};
-use crate::outbox::Outbound;
+use crate::outbox::{CallFunc, Outbound};
 use crate::worker::WorkerState;
 use futures_util::{Sink, Stream};
 use mlua::{Lua, Value};
@@ -423,7 +423,16 @@ impl Driver<'_> {
                     };
                     let res = self.conn.apply_call(self.lua(), &call);
                     if let Some(reply) = call.reply.take() {
-                        let _ = reply.send(res);
+                        if res.is_ok() && matches!(call.func, CallFunc::Subscribe) {
+                            // Answer once the cluster hears the channels.
+                            let ready = self.conn.subscriptions_ready();
+                            tokio::task::spawn_local(async move {
+                                ready.await;
+                                let _ = reply.send(res);
+                            });
+                        } else {
+                            let _ = reply.send(res);
+                        }
                     }
                 }
                 Outbound::Close(..) => {

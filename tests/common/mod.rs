@@ -406,6 +406,17 @@ impl Client {
         }
     }
 
+    /// The next text frame that is not `skip` (a warm-up payload that a
+    /// retried publish may have delivered more than once).
+    pub async fn recv_skipping(&mut self, skip: &str) -> String {
+        loop {
+            let t = self.recv().await;
+            if t != skip {
+                return t;
+            }
+        }
+    }
+
     pub async fn recv_json(&mut self) -> Value {
         let t = self.recv().await;
         serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"))
