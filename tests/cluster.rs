@@ -197,6 +197,11 @@ async fn redis_restart_keeps_local_delivery_and_restores_subscriptions() {
     let v = nodes[0]
         .call("/v1/mesh/send", json!({"c": id2, "d": "after restart"}))
         .await;
+    if v["r"] != json!({"s": true}) {
+        for n in &nodes {
+            eprintln!("=====\n{}", n.log());
+        }
+    }
     assert_eq!(v["r"], json!({"s": true}), "{v}");
 }
 

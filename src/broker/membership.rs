@@ -8,7 +8,7 @@ use super::redis::RedisBroker;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Removes a node's channel registrations and its membership (idempotent).
@@ -33,8 +33,9 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
     tokio::spawn(async move {
         let every = Duration::from_secs(b.cfg.heartbeat);
         let mut was_down = false;
+        let mut last_seen = HashMap::new();
         loop {
-            match tokio::time::timeout(every * 2, beat(&b)).await {
+            match tokio::time::timeout(every * 2, beat(&b, &mut last_seen)).await {
                 Ok(Ok(())) => {
                     if was_down {
                         tracing::info!("broker: Redis reachable again");
@@ -67,7 +68,12 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
     });
 }
 
-async fn beat(b: &Arc<RedisBroker>) -> redis::RedisResult<()> {
+/// Renews this node's key and refreshes the live set. `last_seen`: when each
+/// live node's key was last read.
+async fn beat(
+    b: &Arc<RedisBroker>,
+    last_seen: &mut HashMap<u32, Instant>,
+) -> redis::RedisResult<()> {
     let mut cmd = b.cmd.clone();
     let info = serde_json::to_string(&b.self_info()).unwrap_or_else(|_| "{}".into());
     let (members,): (Vec<u32>,) = redis::pipe()
@@ -93,6 +99,7 @@ async fn beat(b: &Arc<RedisBroker>) -> redis::RedisResult<()> {
         redis::cmd("MGET").arg(keys).query_async(&mut cmd).await?
     };
     let mut live = HashMap::new();
+    let mut expired = Vec::new();
     for (n, info) in others.into_iter().zip(infos) {
         match info {
             Some(text) => {
@@ -114,9 +121,25 @@ async fn beat(b: &Arc<RedisBroker>) -> redis::RedisResult<()> {
                 tracing::info!(
                     "broker: node {n} expired; removed its {removed} channel registrations"
                 );
+                expired.push(n);
             }
         }
     }
+    let now = Instant::now();
+    for n in live.keys() {
+        last_seen.insert(*n, now);
+    }
+    // A live node that vanished from the member set without its key expiring
+    // means Redis lost its data (a restart): the node announces itself again
+    // within a heartbeat, so it stays counted for two.
+    let grace = Duration::from_secs(b.cfg.heartbeat * 2);
+    for (n, info) in b.live.read().iter() {
+        let recent = last_seen.get(n).is_some_and(|t| now - *t < grace);
+        if recent && !live.contains_key(n) && !expired.contains(n) {
+            live.insert(*n, info.clone());
+        }
+    }
+    last_seen.retain(|n, _| live.contains_key(n));
     let before: Vec<u32> = b.live.read().keys().copied().collect();
     for n in live.keys().filter(|n| !before.contains(n)) {
         tracing::info!("broker: node {n} ({}) joined", live[n].id);
