@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import WS from "ws";
 import { ConnmixClient } from "../../js/connmix.mjs";
-import { REPO, startAuthApi, startGateway } from "../../js/test/gateway.mjs";
+import { REPO, startAuthApi, startGateway, waitFor } from "../../js/test/gateway.mjs";
 import { launch } from "./browser.mjs";
 
 const ADMIN = { username: "admin", password: "admin-pw", roles: ["read", "write"] };
@@ -86,6 +86,8 @@ test("console: live numbers, top channels, Lua errors; publish refused for a rea
         await page.waitForFunction((want) => Number(document.getElementById("out-total").textContent.replace(/,/g, "")) >= want, out0 + 10);
         await page.waitForFunction(() => Number(document.getElementById("out-rate").textContent) > 0);
         await page.waitForFunction(() => Number(document.getElementById("in-rate").textContent) >= 0);
+        // (the gateway has written the frames; the clients may still be reading)
+        await waitFor(() => a.got.length >= 5 && b.got.length >= 5, "5 pushes on each connection of 1001");
         assert.equal(a.got.length, 5);
         assert.equal(b.got.length, 5);
 
@@ -121,6 +123,7 @@ test("console: a writer's publish form delivers", async () => {
         await page.click("#publish");
         await page.waitForFunction(() => document.getElementById("publish-result").textContent.startsWith("Delivered"));
         assert.match(await page.textContent("#publish-result"), /Delivered to 1 connection\(s\), 0 failed/);
+        await waitFor(() => u.got.length >= 1, "the console's publish at the client");
         assert.deepEqual(u.got, ['{"msg":"from the console"}']);
     } finally {
         await browser.close();
