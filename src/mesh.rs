@@ -213,9 +213,19 @@ impl Mesh {
     /// issued on any node after a subscribe reached its caller is delivered.
     /// At once on a single node; bounded by `publishTimeoutMs` in a cluster.
     pub fn subscriptions_ready(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
-        let pending = self.broker.as_ref().map(|b| (b.clone(), b.interest_sent()));
+        self.interest_applied(self.interest_sent().unwrap_or(0))
+    }
+
+    /// Cluster: the number of the last broker interest change sent.
+    pub fn interest_sent(&self) -> Option<u64> {
+        self.broker.as_ref().map(|b| b.interest_sent())
+    }
+
+    /// Resolves once the broker applied interest change `seq` (bounded).
+    pub fn interest_applied(&self, seq: u64) -> impl Future<Output = ()> + Send + 'static + use<> {
+        let broker = self.broker.clone();
         async move {
-            if let Some((b, seq)) = pending {
+            if let Some(b) = broker {
                 b.interest_applied(seq).await;
             }
         }

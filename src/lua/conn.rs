@@ -40,6 +40,9 @@ pub struct ConnLocal {
     context_changed: Notify,
     /// Version of the entry script last run in `env` (hot reload).
     pub script_version: Cell<u64>,
+    /// Cluster: the broker interest change this connection's next frames
+    /// wait for (0: none), set by `conn:subscribe`.
+    hold_interest: Cell<u64>,
     ctx: Rc<CtxRef>,
 }
 
@@ -69,6 +72,7 @@ impl ConnLocal {
             context: RefCell::new(None),
             context_changed: Notify::new(),
             script_version: Cell::new(0),
+            hold_interest: Cell::new(0),
             ctx,
         });
         let ud = lua.create_userdata(LuaConn {
@@ -143,6 +147,23 @@ impl ConnLocal {
     /// Resolves once the cluster hears every channel joined so far.
     pub fn subscriptions_ready(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
         self.ctx.mesh.subscriptions_ready()
+    }
+
+    /// Cluster: holds this connection's outgoing frames (the subscribe
+    /// reply first of all) until Redis has the channels just joined, so a
+    /// publish the client's reply prompts is never missed. No-op on one node.
+    fn hold_until_heard(&self) {
+        if let Some(seq) = self.ctx.mesh.interest_sent() {
+            self.hold_interest.set(seq);
+        }
+    }
+
+    /// The wait set by `hold_until_heard`, taken once.
+    pub fn take_hold(&self) -> Option<impl Future<Output = ()> + 'static + use<>> {
+        match self.hold_interest.replace(0) {
+            0 => None,
+            seq => Some(self.ctx.mesh.interest_applied(seq)),
+        }
     }
 
     /// Applies a remote `conn.call`.
@@ -295,26 +316,18 @@ impl UserData for LuaConn {
                 }
             }
         });
-        // Returns once the cluster hears the channels (at once on one node),
-        // so a reply sent after it never races a backend's publish.
-        m.add_async_method("subscribe", |lua, this, args: MultiValue| async move {
+        m.add_method("subscribe", |lua, this, args: MultiValue| {
             let r = this.get().and_then(|c| {
-                for ch in channel_args(args)? {
+                let joined = channel_args(args)?.iter().try_for_each(|ch| {
                     c.ctx
                         .mesh
-                        .subscribe(&c.client, &ch)
-                        .map_err(|e| e.to_string())?;
-                }
-                Ok(c.ctx.mesh.subscriptions_ready())
+                        .subscribe(&c.client, ch)
+                        .map_err(|e| e.to_string())
+                });
+                c.hold_until_heard();
+                joined
             });
-            let r = match r {
-                Ok(ready) => {
-                    ready.await;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            };
-            err_value(&lua, r)
+            err_value(lua, r)
         });
         m.add_method("unsubscribe", |lua, this, args: MultiValue| {
             let r = this.get().and_then(|c| {

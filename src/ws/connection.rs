@@ -154,6 +154,7 @@ pub async fn serve(
         last_read: Instant::now(),
         stalled_since: None,
         closing_since: None,
+        hold: None,
         close_reason: None,
         need_flush: false,
         read_timeout: secs(srv.cfg.read_timeout),
@@ -276,6 +277,8 @@ struct Driver<'a> {
     need_flush: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// Cluster: frames wait until Redis has the channels just joined.
+    hold: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
 /// What ends the loop.
@@ -329,9 +332,13 @@ impl Driver<'_> {
                 }
                 progressed |= !self.batch.is_empty();
             }
+            let had_batch = !self.batch.is_empty();
             if let Some(end) = self.write_batch(cx) {
                 return Poll::Ready(end);
             }
+            // A batch written out (after a hold, say): drain the outbox again
+            // so it wakes us for what comes next.
+            progressed |= had_batch && self.batch.is_empty();
 
             // 2. The running hook, then the next one.
             if let Some(h) = self.hook.as_mut()
@@ -390,10 +397,32 @@ impl Driver<'_> {
         }
     }
 
+    /// Whether frames must wait for the broker (see `ConnLocal::take_hold`).
+    fn held(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(wait) = self.conn.take_hold() {
+            self.hold = Some(Box::pin(wait));
+        }
+        let Some(wait) = self.hold.as_mut() else {
+            return false;
+        };
+        if wait.as_mut().poll(cx).is_pending() {
+            return true;
+        }
+        self.hold = None;
+        false
+    }
+
     /// Writes the batch until it is empty or the socket pushes back.
     fn write_batch(&mut self, cx: &mut Context<'_>) -> Option<End> {
         let mut sent = 0u64;
-        while let Some(front) = self.batch.front() {
+        loop {
+            let message_next = matches!(self.batch.front(), Some(Outbound::Message(_)));
+            if message_next && self.closing_since.is_none() && self.held(cx) {
+                break;
+            }
+            let Some(front) = self.batch.front() else {
+                break;
+            };
             match front {
                 Outbound::Message(_) if self.closing_since.is_some() => {
                     self.batch.pop_front();
