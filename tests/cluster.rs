@@ -292,6 +292,8 @@ async fn queues_and_conn_call_work_across_nodes() {
     }
     let depth = "connmix_queue_depth{topic=\"chat\"}";
     a.wait_metric(depth, 6.0).await;
+    // Every node reports the cluster's depth, not only the one that pushed.
+    b.wait_metric(depth, 6.0).await;
     let mut c1 = ApiClient::connect(&a).await;
     let mut c2 = ApiClient::connect(&b).await;
     c1.request("queue.pop", json!({"t": ["chat"]})).await;
