@@ -307,3 +307,28 @@ async fn queues_and_conn_call_work_across_nodes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_right_after_the_subscribe_reply_reaches_the_new_subscriber() {
+    let redis = RedisServer::start().await;
+    let a = Gateway::start_node(vec![probe("/p", "")], &redis, "t6").await;
+    let mut many = probe("/p", "");
+    many.extra.push("maxChannels: 20000".into());
+    let b = Gateway::start_node(vec![many], &redis, "t6").await;
+    a.wait_nodes(2).await;
+    b.wait_nodes(2).await;
+    let mut client = Client::connect(&b.url(0)).await;
+    // Each round joins 2,000 fresh channels on node b (Redis takes a while
+    // to subscribe them all); the backend publishes to the last one on node
+    // a as soon as the client has its reply, with no retry.
+    for i in 0..5 {
+        client
+            .eval(&format!(
+                "local conn = ... for j = 1, 2000 do conn:subscribe('r{i}:' .. j) end return true"
+            ))
+            .await;
+        let ch = format!("r{i}:2000");
+        assert_eq!(a.publish(&ch, &format!("m{i}")).await, (1, 0), "round {i}");
+        assert_eq!(client.recv().await, format!("m{i}"));
+    }
+}
