@@ -6,7 +6,8 @@
 //! local fan-out. The mesh is the only place that knows whether an operation
 //! stays on this node; it never touches sockets or Lua.
 
-use crate::broker::redis::{Interest, RedisBroker};
+use crate::broker::interest::Interest;
+use crate::broker::redis::RedisBroker;
 use crate::broker::{BrokerError, NodeInfo};
 use crate::hub::{ClientId, Delivery, Hub, SubscribeError, node_of};
 use crate::metrics::Metrics;
@@ -202,26 +203,21 @@ impl Mesh {
         if self.hub.subscribe(client, ch)? {
             self.metrics.channels.inc();
             if let Some(b) = &self.broker {
-                b.interest(Interest::Subscribe(ch.to_string()));
+                b.interest.send(Interest::Subscribe(ch.to_string()));
             }
         }
         Ok(())
     }
 
-    /// Resolves once every channel joined so far is heard from the whole
-    /// cluster (the broker's Redis subscription is in place), so a publish
-    /// issued on any node after a subscribe reached its caller is delivered.
-    /// At once on a single node; bounded by `publishTimeoutMs` in a cluster.
-    pub fn subscriptions_ready(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
-        self.interest_applied(self.interest_sent().unwrap_or(0))
-    }
-
-    /// Cluster: the number of the last broker interest change sent.
+    /// Cluster: the number of the last broker interest change sent. Once
+    /// it is applied (`interest_applied`), every channel joined so far is
+    /// heard from the whole cluster, so a publish on any node reaches it.
     pub fn interest_sent(&self) -> Option<u64> {
-        self.broker.as_ref().map(|b| b.interest_sent())
+        self.broker.as_ref().map(|b| b.interest.last_sent())
     }
 
-    /// Resolves once the broker applied interest change `seq` (bounded).
+    /// Resolves once the broker applied interest change `seq` (bounded by
+    /// `publishTimeoutMs`; at once on a single node).
     pub fn interest_applied(&self, seq: u64) -> impl Future<Output = ()> + Send + 'static + use<> {
         let broker = self.broker.clone();
         async move {
@@ -243,7 +239,7 @@ impl Mesh {
         for ch in channels {
             self.metrics.channels.dec();
             if let Some(b) = &self.broker {
-                b.interest(Interest::Unsubscribe(ch));
+                b.interest.send(Interest::Unsubscribe(ch));
             }
         }
     }

@@ -7,6 +7,7 @@
 //! clients; local delivery stays in the hub, and deciding what is local
 //! stays in [`crate::mesh`].
 
+pub mod interest;
 pub mod membership;
 pub mod redis;
 pub mod subscriber;

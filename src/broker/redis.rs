@@ -15,6 +15,7 @@
 //! handling of what arrives; the subscription link and the heartbeat live in
 //! [`super::subscriber`] and [`super::membership`].
 
+use super::interest::{Interest, InterestLog};
 use super::wire::{AckStatus, Wire};
 use super::{BrokerError, NodeInfo, RemoteDelivery};
 use crate::config::ClusterConfig;
@@ -29,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 /// Publishes and lists who should report, in one round trip.
@@ -38,18 +39,6 @@ local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
 if n == 0 then return {0, {}} end
 return {n, redis.call('SMEMBERS', KEYS[2])}
 "#;
-
-/// A change of this node's channel interest, applied in order.
-#[derive(Debug, Clone)]
-pub enum Interest {
-    /// First local subscriber of a mesh channel.
-    Subscribe(String),
-    /// Last local subscriber of a mesh channel left.
-    Unsubscribe(String),
-    /// Listen to a raw Redis channel (queue announcements).
-    Watch(String),
-    Unwatch(String),
-}
 
 /// Connection settings and names derived from `engine.cluster`.
 pub struct Names {
@@ -119,11 +108,8 @@ pub struct RedisBroker {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     pub started: u64,
-    /// Interest changes, numbered in the order they are sent.
-    interest: Mutex<(u64, mpsc::UnboundedSender<(u64, Interest)>)>,
-    interest_rx: Mutex<Option<mpsc::UnboundedReceiver<(u64, Interest)>>>,
-    /// The number of the last interest change Redis has applied.
-    interest_applied: watch::Sender<u64>,
+    /// Which channels this node listens to, as numbered changes.
+    pub interest: InterestLog,
     next_req: AtomicU64,
     reports: Mutex<HashMap<u64, ReportSender>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
@@ -222,7 +208,6 @@ impl RedisBroker {
         } else {
             cfg.node_id.clone()
         };
-        let (tx, rx) = mpsc::unbounded_channel();
         Arc::new(Self {
             node,
             node_id,
@@ -235,9 +220,7 @@ impl RedisBroker {
             hub,
             metrics,
             started: unix_now(),
-            interest: Mutex::new((0, tx)),
-            interest_rx: Mutex::new(Some(rx)),
-            interest_applied: watch::Sender::new(0),
+            interest: InterestLog::default(),
             next_req: AtomicU64::new(1),
             reports: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
@@ -252,7 +235,7 @@ impl RedisBroker {
 
     /// Starts the subscription link and the heartbeat.
     pub fn run(self: &Arc<Self>, stop: CancellationToken) {
-        if let Some(rx) = self.interest_rx.lock().take() {
+        if let Some(rx) = self.interest.take_receiver() {
             super::subscriber::spawn(self.clone(), rx, stop.clone());
         }
         super::membership::spawn(self.clone(), stop);
@@ -267,41 +250,15 @@ impl RedisBroker {
         self.metrics.broker_up.set(self.is_up() as i64);
     }
 
-    /// Tells the broker about the first/last local subscriber of a channel.
-    pub fn interest(&self, change: Interest) {
-        let mut g = self.interest.lock();
-        g.0 += 1;
-        let seq = g.0;
-        let _ = g.1.send((seq, change));
-    }
-
-    /// The number of the last interest change sent so far.
-    pub fn interest_sent(&self) -> u64 {
-        self.interest.lock().0
-    }
-
-    /// Records that Redis applied every interest change up to `seq`.
-    pub fn mark_interest_applied(&self, seq: u64) {
-        self.interest_applied.send_if_modified(|v| {
-            let newer = seq > *v;
-            if newer {
-                *v = seq;
-            }
-            newer
-        });
-    }
-
     /// Waits until Redis applied interest change `seq`, so that a publish on
     /// any node reaches this node's subscribers. Returns at once while the
     /// subscription link is down (local delivery needs no wait), and after
     /// `publishTimeoutMs` at most.
     pub async fn interest_applied(&self, seq: u64) {
-        if !self.subscriber_up.load(Ordering::Acquire) {
-            return;
+        if self.subscriber_up.load(Ordering::Acquire) {
+            let limit = Duration::from_millis(self.cfg.publish_timeout_ms);
+            self.interest.wait_applied(seq, limit).await;
         }
-        let mut rx = self.interest_applied.subscribe();
-        let wait = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let _ = tokio::time::timeout(wait, rx.wait_for(|v| *v >= seq)).await;
     }
 
     /// Who to wake when a queue topic is announced (set once, by the queues).
@@ -315,7 +272,8 @@ impl RedisBroker {
         let n = w.entry(topic.to_string()).or_insert(0);
         *n += 1;
         if *n == 1 {
-            self.interest(Interest::Watch(self.names.topic_notify(topic)));
+            self.interest
+                .send(Interest::Watch(self.names.topic_notify(topic)));
         }
     }
 
@@ -325,7 +283,8 @@ impl RedisBroker {
             *n -= 1;
             if *n == 0 {
                 w.remove(topic);
-                self.interest(Interest::Unwatch(self.names.topic_notify(topic)));
+                self.interest
+                    .send(Interest::Unwatch(self.names.topic_notify(topic)));
             }
         }
     }

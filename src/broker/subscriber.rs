@@ -8,7 +8,8 @@
 //! again to exactly what the hub has now, so nothing is missed twice and
 //! nothing is delivered twice.
 
-use super::redis::{Interest, RedisBroker};
+use super::interest::Interest;
+use super::redis::RedisBroker;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -81,7 +82,7 @@ pub fn spawn(
                             tracing::warn!("broker: changing subscriptions failed: {e}");
                             break;
                         }
-                        b.mark_interest_applied(last);
+                        b.interest.mark_applied(last);
                     }
                 }
             }
@@ -99,7 +100,7 @@ async fn resubscribe(
     b: &Arc<RedisBroker>,
     sink: &mut redis::aio::PubSubSink,
 ) -> redis::RedisResult<()> {
-    let covered = b.interest_sent();
+    let covered = b.interest.last_sent();
     sink.subscribe(b.names.node_channel(b.node)).await?;
     let watched = b.watched_channels();
     if !watched.is_empty() {
@@ -111,7 +112,7 @@ async fn resubscribe(
         sink.subscribe(names).await?;
         register(b, chunk, true).await?;
     }
-    b.mark_interest_applied(covered);
+    b.interest.mark_applied(covered);
     Ok(())
 }
 

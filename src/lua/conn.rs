@@ -144,9 +144,11 @@ impl ConnLocal {
         Ok(())
     }
 
-    /// Resolves once the cluster hears every channel joined so far.
-    pub fn subscriptions_ready(&self) -> impl Future<Output = ()> + Send + 'static + use<> {
-        self.ctx.mesh.subscriptions_ready()
+    /// Cluster: resolves once the cluster hears every channel joined so
+    /// far; `None` on one node.
+    pub fn until_heard(&self) -> Option<impl Future<Output = ()> + Send + 'static + use<>> {
+        let seq = self.ctx.mesh.interest_sent()?;
+        Some(self.ctx.mesh.interest_applied(seq))
     }
 
     /// Cluster: holds this connection's outgoing frames (the subscribe

@@ -154,17 +154,6 @@ impl LocalQueues {
         None
     }
 
-    /// Waits for and takes the next message for consumer `id`.
-    pub async fn take(&self, id: ConsumerId, notify: &Notify) -> QueuedMessage {
-        loop {
-            let notified = notify.notified();
-            if let Some(m) = self.try_take(id) {
-                return m;
-            }
-            notified.await;
-        }
-    }
-
     /// Puts a message a consumer could not write back at the front of its
     /// topic (even past the bound: it was already accepted once).
     pub fn requeue(&self, msg: QueuedMessage) {

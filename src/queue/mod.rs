@@ -83,19 +83,38 @@ impl Queues {
 
     /// Waits for and takes the next message for consumer `id`; `None` once
     /// `stop` fires. Stop with `stop`, never by dropping this future: a
-    /// cluster take in flight has already removed its message from Redis.
+    /// cluster take in flight has already removed its message from Redis,
+    /// so `stop` is only watched between takes.
     pub async fn take(
         &self,
         id: ConsumerId,
         notify: &Notify,
         stop: &CancellationToken,
     ) -> Option<QueuedMessage> {
-        match self {
-            Queues::Local(q) => tokio::select! {
-                _ = stop.cancelled() => None,
-                m = q.take(id, notify) => Some(m),
-            },
-            Queues::Cluster(q) => q.take(id, notify, stop).await,
+        loop {
+            let notified = notify.notified();
+            if stop.is_cancelled() {
+                return None;
+            }
+            let (taken, poll) = match self {
+                Queues::Local(q) => (q.try_take(id), None),
+                Queues::Cluster(q) => (q.try_take(id).await, Some(redis::POLL)),
+            };
+            if taken.is_some() {
+                return taken;
+            }
+            // A cluster consumer also looks again now and then, in case an
+            // announcement was missed.
+            let wake = async {
+                match poll {
+                    Some(p) => drop(tokio::time::timeout(p, notified).await),
+                    None => notified.await,
+                }
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = wake => {}
+            }
         }
     }
 

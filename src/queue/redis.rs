@@ -10,11 +10,11 @@ use super::{ConsumerId, PushError, QueuedMessage};
 use crate::broker::redis::RedisBroker;
 use parking_lot::Mutex;
 use prometheus::IntGaugeVec;
-use std::collections::{HashMap, HashSet};
+use prometheus::core::Collector;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// -1: topic full, -2: too many topics, else the new length.
 const PUSH_SCRIPT: &str = r#"
@@ -48,7 +48,7 @@ return n
 "#;
 
 /// How often a waiting consumer looks again without an announcement.
-const POLL: Duration = Duration::from_secs(1);
+pub const POLL: Duration = Duration::from_secs(1);
 
 struct Consumer {
     topics: Vec<String>,
@@ -62,8 +62,6 @@ pub struct RedisQueues {
     topic_size: usize,
     max_topics: usize,
     depth: IntGaugeVec,
-    /// Topics this node has a depth gauge for.
-    gauged: Mutex<HashSet<String>>,
     consumers: Mutex<HashMap<ConsumerId, Consumer>>,
     next_id: Mutex<ConsumerId>,
 }
@@ -80,7 +78,6 @@ impl RedisQueues {
             topic_size,
             max_topics,
             depth,
-            gauged: Mutex::new(HashSet::new()),
             consumers: Mutex::new(HashMap::new()),
             next_id: Mutex::new(0),
         });
@@ -123,7 +120,7 @@ impl RedisQueues {
             -1 => Err(PushError::TopicFull(msg.topic, self.topic_size)),
             -2 => Err(PushError::TooManyTopics(self.max_topics)),
             n => {
-                self.set_depth(&msg.topic, n);
+                self.depth.with_label_values(&[&msg.topic]).set(n);
                 Ok(n as usize)
             }
         }
@@ -167,7 +164,8 @@ impl RedisQueues {
         }
     }
 
-    async fn try_take(&self, id: ConsumerId) -> Option<QueuedMessage> {
+    /// Takes the next message for consumer `id` from Redis, if any.
+    pub async fn try_take(&self, id: ConsumerId) -> Option<QueuedMessage> {
         let (topics, start) = {
             let g = self.consumers.lock();
             let c = g.get(&id)?;
@@ -194,7 +192,7 @@ impl RedisQueues {
                 if let Some(c) = self.consumers.lock().get_mut(&id) {
                     c.next = (i + 1) % n;
                 }
-                self.set_depth(&topics[i], left);
+                self.depth.with_label_values(&[&topics[i]]).set(left);
                 match serde_json::from_str(&payload) {
                     Ok(m) => return Some(m),
                     Err(e) => tracing::warn!("dropping a malformed queue message: {e}"),
@@ -202,34 +200,6 @@ impl RedisQueues {
             }
         }
         None
-    }
-
-    /// See `Queues::take`: `stop` is only watched between Redis calls, so a
-    /// popped message is always returned, never dropped in flight.
-    pub async fn take(
-        &self,
-        id: ConsumerId,
-        notify: &Notify,
-        stop: &CancellationToken,
-    ) -> Option<QueuedMessage> {
-        loop {
-            let notified = notify.notified();
-            if stop.is_cancelled() {
-                return None;
-            }
-            if let Some(m) = self.try_take(id).await {
-                return Some(m);
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                _ = tokio::time::timeout(POLL, notified) => {}
-            }
-        }
-    }
-
-    fn set_depth(&self, topic: &str, n: i64) {
-        self.gauged.lock().insert(topic.to_string());
-        self.depth.with_label_values(&[topic]).set(n);
     }
 
     /// Reads every topic's length from Redis into the depth gauges (topics
@@ -253,14 +223,16 @@ impl RedisQueues {
         let Ok(Ok(lens)) = tokio::time::timeout(Duration::from_secs(1), read).await else {
             return;
         };
-        let gauged: Vec<String> = self.gauged.lock().iter().cloned().collect();
-        for t in gauged {
-            if !lens.contains_key(&t) {
-                self.depth.with_label_values(&[&t]).set(0);
+        for family in self.depth.collect() {
+            for m in family.get_metric() {
+                let topic = m.get_label().first().map(|l| l.value());
+                if let Some(t) = topic.filter(|t| !lens.contains_key(*t)) {
+                    self.depth.with_label_values(&[t]).set(0);
+                }
             }
         }
         for (t, n) in lens {
-            self.set_depth(&t, n);
+            self.depth.with_label_values(&[&t]).set(n);
         }
     }
 

@@ -415,18 +415,13 @@ impl Driver<'_> {
     /// Writes the batch until it is empty or the socket pushes back.
     fn write_batch(&mut self, cx: &mut Context<'_>) -> Option<End> {
         let mut sent = 0u64;
-        loop {
-            let message_next = matches!(self.batch.front(), Some(Outbound::Message(_)));
-            if message_next && self.closing_since.is_none() && self.held(cx) {
-                break;
-            }
-            let Some(front) = self.batch.front() else {
-                break;
-            };
+        let held = self.closing_since.is_none() && self.held(cx);
+        while let Some(front) = self.batch.front() {
             match front {
                 Outbound::Message(_) if self.closing_since.is_some() => {
                     self.batch.pop_front();
                 }
+                Outbound::Message(_) if held => break,
                 Outbound::Message(_) => match Pin::new(&mut self.ws).poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         let Some(Outbound::Message(m)) = self.batch.pop_front() else {
@@ -451,17 +446,20 @@ impl Driver<'_> {
                         unreachable!()
                     };
                     let res = self.conn.apply_call(self.lua(), &call);
-                    if let Some(reply) = call.reply.take() {
-                        if res.is_ok() && matches!(call.func, CallFunc::Subscribe) {
-                            // Answer once the cluster hears the channels.
-                            let ready = self.conn.subscriptions_ready();
+                    let subscribed = res.is_ok() && matches!(call.func, CallFunc::Subscribe);
+                    let heard = subscribed.then(|| self.conn.until_heard()).flatten();
+                    match (call.reply.take(), heard) {
+                        // Answer once the cluster hears the channels.
+                        (Some(reply), Some(heard)) => {
                             tokio::task::spawn_local(async move {
-                                ready.await;
+                                heard.await;
                                 let _ = reply.send(res);
                             });
-                        } else {
+                        }
+                        (Some(reply), _) => {
                             let _ = reply.send(res);
                         }
+                        (None, _) => {}
                     }
                 }
                 Outbound::Close(..) => {
