@@ -1,0 +1,145 @@
+//! The checks of `connmix.yaml` that serde cannot express: allowed values,
+//! ranges, required names, and clashes between entries (two servers on one
+//! port). Each failure names the key's path.
+
+use super::Config;
+
+impl Config {
+    /// Checks what the types alone cannot: levels, ranges, names and
+    /// clashes. The error is `(key path, message)`.
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        let level = self.logging.level.to_ascii_lowercase();
+        if !["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+            return Err((
+                "logging.level".into(),
+                format!(
+                    "unknown level {:?}; use debug, info, warn or error",
+                    self.logging.level
+                ),
+            ));
+        }
+        if self.engine.servers.is_empty() {
+            return Err((
+                "engine.servers".into(),
+                "at least one server is required".into(),
+            ));
+        }
+        for (i, s) in self.engine.servers.iter().enumerate() {
+            let key = |k: &str| format!("engine.servers[{i}].{k}");
+            if s.protocol != "websocket" {
+                return Err((
+                    key("protocol"),
+                    format!("unsupported protocol {:?}; only websocket", s.protocol),
+                ));
+            }
+            if s.port == 0 {
+                return Err((key("port"), "must be between 1 and 65535".into()));
+            }
+            if !s.path().starts_with('/') {
+                return Err((
+                    key("options.path"),
+                    format!("must start with '/', got {:?}", s.path()),
+                ));
+            }
+            if s.entry.trim().is_empty() {
+                return Err((key("entry"), "must name a Lua script".into()));
+            }
+            for (k, v) in [
+                ("readBufferSize", s.read_buffer_size),
+                ("writeBufferSize", s.write_buffer_size),
+                ("maxMessageSize", s.max_message_size),
+                ("maxConnections", s.max_connections),
+                ("maxChannels", s.max_channels),
+                ("outboundQueueSize", s.outbound_queue_size),
+            ] {
+                if v == 0 {
+                    return Err((key(k), "must be greater than 0".into()));
+                }
+            }
+            for (j, other) in self.engine.servers.iter().enumerate().take(i) {
+                if other.port == s.port {
+                    return Err((
+                        key("port"),
+                        format!("port {} is already used by engine.servers[{j}]", s.port),
+                    ));
+                }
+            }
+            if s.port == self.engine.api_server.port {
+                return Err((
+                    key("port"),
+                    format!("port {} is already used by engine.apiServer", s.port),
+                ));
+            }
+        }
+        if let Some(c) = &self.engine.cluster {
+            let key = |k: &str| format!("engine.cluster.{k}");
+            if c.addr.trim().is_empty() {
+                return Err((key("addr"), "must be host:port".into()));
+            }
+            if c.prefix.is_empty() || c.prefix.contains(char::is_whitespace) {
+                return Err((key("prefix"), "must be a non-empty word".into()));
+            }
+            if c.heartbeat == 0 {
+                return Err((key("heartbeat"), "must be at least 1 second".into()));
+            }
+            if c.node_expiry <= c.heartbeat {
+                return Err((
+                    key("nodeExpiry"),
+                    "must be longer than engine.cluster.heartbeat".into(),
+                ));
+            }
+            if c.publish_timeout_ms == 0 || c.call_timeout_ms == 0 {
+                return Err((key("publishTimeoutMs"), "timeouts must be above 0".into()));
+            }
+        }
+        if self.engine.api_server.max_body_size == 0 {
+            return Err((
+                "engine.apiServer.maxBodySize".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        for (i, r) in self.engine.luavm.redis.iter().enumerate() {
+            let key = |k: &str| format!("engine.luavm.redis[{i}].{k}");
+            if r.name.trim().is_empty() {
+                return Err((key("name"), "must not be empty".into()));
+            }
+            if let Some(j) = self.engine.luavm.redis[..i]
+                .iter()
+                .position(|o| o.name == r.name)
+            {
+                return Err((
+                    key("name"),
+                    format!("{:?} is already used by engine.luavm.redis[{j}]", r.name),
+                ));
+            }
+            if r.addr.trim().is_empty() || r.addr.contains(char::is_whitespace) {
+                return Err((key("addr"), format!("must be host:port, got {:?}", r.addr)));
+            }
+            if r.db < 0 {
+                return Err((key("db"), "must not be negative".into()));
+            }
+            if r.pool_size == 0 {
+                return Err((key("poolSize"), "must be greater than 0".into()));
+            }
+            for (k, v) in [
+                ("connectTimeout", r.connect_timeout),
+                ("commandTimeout", r.command_timeout),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err((key(k), "must be a number of seconds above 0".into()));
+                }
+            }
+        }
+        for (i, u) in self.access.users.iter().enumerate() {
+            for r in &u.roles {
+                if r != "read" && r != "write" {
+                    return Err((
+                        format!("access.users[{i}].roles"),
+                        format!("unknown role {r:?}; use read or write"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
