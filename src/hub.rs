@@ -45,11 +45,16 @@ struct ClientState {
 }
 
 impl Client {
-    pub fn new(id: ClientId, server: usize, queue_size: usize, max_channels: usize) -> Self {
+    pub fn new(
+        id: ClientId,
+        server: usize,
+        (queue_size, queue_bytes): (usize, usize),
+        max_channels: usize,
+    ) -> Self {
         Self {
             id,
             server,
-            outbox: Outbox::new(queue_size),
+            outbox: Outbox::new(queue_size, queue_bytes),
             max_channels,
             state: Mutex::new(ClientState {
                 channels: Vec::new(),
@@ -271,7 +276,7 @@ mod tests {
     use super::*;
 
     fn client(hub: &Hub) -> Arc<Client> {
-        let c = Arc::new(Client::new(hub.next_id(), 0, 8, 3));
+        let c = Arc::new(Client::new(hub.next_id(), 0, (8, 1 << 20), 3));
         hub.register(c.clone());
         c
     }

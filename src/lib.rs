@@ -28,7 +28,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use worker::{ServerShared, WorkerHandle};
+use worker::WorkerHandle;
+use ws::ServerShared;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +169,6 @@ impl Gateway {
             config.clone(),
             scripts.clone(),
             mesh.clone(),
-            servers.clone(),
         )?;
         let workers = Arc::new(workers);
 
@@ -191,7 +191,7 @@ impl Gateway {
             server_addrs.push(addr);
             tasks.push(tokio::spawn(ws::accept_loop(
                 l,
-                i,
+                servers[i].clone(),
                 workers.clone(),
                 stop.clone(),
             )));
@@ -263,12 +263,19 @@ impl Gateway {
             return;
         }
         if let Ok(workers) = Arc::try_unwrap(self.workers) {
-            let joined = tokio::task::spawn_blocking(move || {
+            // A plain thread, not `spawn_blocking`: dropping the runtime waits
+            // for blocking tasks, so a worker that never ends would keep the
+            // process alive past the deadline.
+            let (tx, joined) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
                 for w in workers {
                     w.join();
                 }
+                let _ = tx.send(());
             });
-            let _ = tokio::time::timeout_at(deadline, joined).await;
+            if tokio::time::timeout_at(deadline, joined).await.is_err() {
+                tracing::warn!("shutdown timeout: worker threads still running");
+            }
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct Metrics {
     /// Resolved handles of `hook_duration` for the hooks every script has.
     known_hooks: Vec<(&'static str, Histogram)>,
     pub slow_clients_closed: IntCounter,
+    /// Panics caught in connection tasks (each one a bug to report).
+    pub connection_panics: IntCounter,
     pub connections_refused: IntCounterVec,
     pub queue_depth: IntGaugeVec,
     pub api_requests: IntCounterVec,
@@ -123,6 +125,11 @@ impl Metrics {
             "Clients closed because their outbound queue overflowed or a write stalled.",
             &[],
         );
+        let panics = counter_vec(
+            "connmix_connection_panics_total",
+            "Panics caught in client connection tasks (the client was closed and on_close ran).",
+            &[],
+        );
         let refused = counter_vec(
             "connmix_connections_refused_total",
             "Handshakes refused, by reason.",
@@ -178,6 +185,7 @@ impl Metrics {
                 .collect(),
             hook_duration,
             slow_clients_closed: slow.with_label_values(&[] as &[&str]),
+            connection_panics: panics.with_label_values(&[] as &[&str]),
             connections_refused: refused,
             queue_depth,
             api_requests,

@@ -5,6 +5,17 @@
 //! when the queue is full the push fails, the outbox remembers that it
 //! overflowed, and the connection task closes the client as slow. The queue
 //! holds no memory while empty, which keeps idle connections small.
+//!
+//! Three bounds (README "Limits"):
+//! - messages: `outboundQueueSize` queued frames;
+//! - bytes: `outboundQueueBytes` of queued payload. Either one full is an
+//!   overflow (the client is closed with 1013). A single frame larger than
+//!   the whole byte bound can never be queued: it is refused without closing
+//!   the client (the publish counts it in `f`, `conn:send` returns an error);
+//! - remote calls: [`MAX_PENDING_CALLS`] `conn.call`s waiting to be applied;
+//!   more are refused (the caller gets an error), the client stays.
+//!
+//! Close requests bypass the bounds (at most one is kept).
 
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
@@ -77,8 +88,19 @@ pub enum PushError {
     Closed,
 }
 
+/// `conn.call`s one connection may have waiting to be applied.
+pub const MAX_PENDING_CALLS: usize = 16;
+
 struct Inner {
     items: VecDeque<Outbound>,
+    /// Frames among `items`.
+    messages: usize,
+    /// Payload bytes of the frames among `items`.
+    bytes: usize,
+    /// Calls among `items`.
+    calls: usize,
+    /// A close request is among `items`.
+    closing: bool,
     closed: bool,
     overflowed: bool,
 }
@@ -88,19 +110,31 @@ pub struct Outbox {
     inner: Mutex<Inner>,
     waker: AtomicWaker,
     capacity: usize,
+    max_bytes: usize,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> Self {
+    /// A queue of at most `capacity` frames and `max_bytes` payload bytes.
+    pub fn new(capacity: usize, max_bytes: usize) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
+                messages: 0,
+                bytes: 0,
+                calls: 0,
+                closing: false,
                 closed: false,
                 overflowed: false,
             }),
             waker: AtomicWaker::new(),
             capacity,
+            max_bytes,
         }
+    }
+
+    /// The largest frame this queue can ever take (its byte bound).
+    pub fn max_frame(&self) -> usize {
+        self.max_bytes
     }
 
     /// Queues an item for the connection task; never blocks.
@@ -110,16 +144,35 @@ impl Outbox {
             if g.closed {
                 return Err(PushError::Closed);
             }
-            // Close requests and calls bypass the bound: they are rare and
-            // must not be lost behind a flood of messages.
-            if matches!(item, Outbound::Message(_)) && g.items.len() >= self.capacity {
-                let first = !g.overflowed;
-                g.overflowed = true;
-                drop(g);
-                if first {
-                    self.waker.wake();
+            match &item {
+                Outbound::Message(m) => {
+                    let size = m.len();
+                    if size > self.max_bytes {
+                        // Undeliverable to anyone with this bound; the client
+                        // is not at fault, so it is not closed.
+                        return Err(PushError::Full);
+                    }
+                    if g.messages >= self.capacity || g.bytes + size > self.max_bytes {
+                        let first = !g.overflowed;
+                        g.overflowed = true;
+                        drop(g);
+                        if first {
+                            self.waker.wake();
+                        }
+                        return Err(PushError::Full);
+                    }
+                    g.messages += 1;
+                    g.bytes += size;
                 }
-                return Err(PushError::Full);
+                // Calls have their own small bound: they must not be lost
+                // behind a flood of messages, nor pile up without end.
+                Outbound::Call(_) if g.calls >= MAX_PENDING_CALLS => {
+                    return Err(PushError::Full);
+                }
+                Outbound::Call(_) => g.calls += 1,
+                // One close request is enough.
+                Outbound::Close(..) if g.closing => return Ok(()),
+                Outbound::Close(..) => g.closing = true,
             }
             g.items.push_back(item);
         }
@@ -141,6 +194,7 @@ impl Outbox {
             } else {
                 into.extend(g.items.drain(..));
             }
+            (g.messages, g.bytes, g.calls, g.closing) = (0, 0, 0, false);
             Some(g.overflowed)
         };
         if let Some(o) = take(into) {
@@ -164,6 +218,12 @@ impl Outbox {
         let mut g = self.inner.lock();
         g.closed = true;
         g.items = VecDeque::new();
+        (g.messages, g.bytes, g.calls) = (0, 0, 0);
+    }
+
+    /// Payload bytes of the frames waiting now.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.lock().bytes
     }
 
     /// Items waiting now.
@@ -185,9 +245,57 @@ mod tests {
         Outbound::Message(Message::text(s))
     }
 
+    fn drain(o: &Outbox) -> (Poll<bool>, VecDeque<Outbound>) {
+        let mut batch = VecDeque::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        (o.poll_drain(&mut cx, &mut batch), batch)
+    }
+
+    #[test]
+    fn push_past_byte_bound_fails_and_flags_overflow() {
+        let o = Outbox::new(100, 10);
+        assert!(o.push(text("12345")).is_ok());
+        assert!(o.push(text("12345")).is_ok());
+        assert_eq!(o.queued_bytes(), 10);
+        assert_eq!(o.push(text("1")), Err(PushError::Full));
+        assert_eq!(drain(&o).0, Poll::Ready(true));
+        assert_eq!(o.queued_bytes(), 0, "drained bytes leave the bound");
+    }
+
+    #[test]
+    fn frame_larger_than_the_bound_is_refused_without_overflow() {
+        let o = Outbox::new(100, 10);
+        assert_eq!(o.push(text("12345678901")), Err(PushError::Full));
+        assert!(o.push(text("1234567890")).is_ok());
+        let (p, batch) = drain(&o);
+        assert_eq!(p, Poll::Ready(false), "the client is not closed");
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn calls_are_bounded_and_one_close_is_kept() {
+        let o = Outbox::new(1, 1 << 20);
+        let call = || {
+            Outbound::Call(ConnCall {
+                func: CallFunc::Close,
+                args: Vec::new(),
+                reply: None,
+            })
+        };
+        for _ in 0..MAX_PENDING_CALLS {
+            assert!(o.push(call()).is_ok());
+        }
+        assert_eq!(o.push(call()), Err(PushError::Full));
+        assert!(o.push(Outbound::Close(1000, String::new())).is_ok());
+        assert!(o.push(Outbound::Close(1000, String::new())).is_ok());
+        let (p, batch) = drain(&o);
+        assert_eq!(p, Poll::Ready(false), "refused calls do not close the client");
+        assert_eq!(batch.len(), MAX_PENDING_CALLS + 1);
+    }
+
     #[test]
     fn push_past_capacity_fails_and_flags_overflow() {
-        let o = Outbox::new(2);
+        let o = Outbox::new(2, 1 << 20);
         assert!(o.push(text("a")).is_ok());
         assert!(o.push(text("b")).is_ok());
         assert_eq!(o.push(text("c")), Err(PushError::Full));
@@ -201,7 +309,7 @@ mod tests {
 
     #[test]
     fn closed_outbox_refuses() {
-        let o = Outbox::new(2);
+        let o = Outbox::new(2, 1 << 20);
         o.close();
         assert_eq!(o.push(text("a")), Err(PushError::Closed));
     }

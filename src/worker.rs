@@ -5,60 +5,54 @@
 //! accepted it, so its Lua state never crosses threads. The accept loops pick
 //! the least-loaded worker and pass it the raw socket through a channel.
 
-use crate::config::{Config, ServerConfig};
+use crate::config::Config;
 use crate::lua::ScriptError;
 use crate::lua::pool::VmPool;
 use crate::mesh::Mesh;
 use crate::script::ScriptStore;
-use std::net::SocketAddr;
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tungstenite::protocol::WebSocketConfig;
 
-/// Per-server state shared by every worker.
-pub struct ServerShared {
-    pub index: usize,
-    pub cfg: ServerConfig,
-    /// Connections open (from accepted handshake until `on_close` returned).
-    pub active: AtomicUsize,
-    pub ws_config: WebSocketConfig,
-}
+/// A connection's whole life as one task on the worker's thread.
+pub type ConnTask = Pin<Box<dyn Future<Output = ()>>>;
 
-impl ServerShared {
-    pub fn new(index: usize, cfg: ServerConfig) -> Self {
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(cfg.read_buffer_size)
-            .write_buffer_size(cfg.write_buffer_size)
-            .max_write_buffer_size(cfg.write_buffer_size + 2 * cfg.max_message_size + 1024)
-            .max_message_size(Some(cfg.max_message_size))
-            .max_frame_size(Some(cfg.max_message_size));
-        Self {
-            index,
-            cfg,
-            active: AtomicUsize::new(0),
-            ws_config,
-        }
+/// A job for a worker: builds the task that serves one accepted connection
+/// (the client servers hand these over; the worker knows nothing of what
+/// the task does).
+pub struct Job(Box<dyn FnOnce(Rc<WorkerState>) -> ConnTask + Send>);
+
+impl Job {
+    pub fn new(f: impl FnOnce(Rc<WorkerState>) -> ConnTask + Send + 'static) -> Self {
+        Job(Box::new(f))
     }
-}
-
-/// A job for a worker.
-pub enum Job {
-    /// A freshly accepted TCP connection for server `server`.
-    Accept {
-        stream: std::net::TcpStream,
-        peer: SocketAddr,
-        server: usize,
-    },
 }
 
 /// What a worker's connections share on its thread.
 pub struct WorkerState {
     pub vms: Rc<VmPool>,
-    pub servers: Vec<Arc<ServerShared>>,
     pub mesh: Arc<Mesh>,
+}
+
+/// Counts a connection in its worker's load for exactly as long as its task
+/// lives, however the task ends (a panic included).
+struct LoadGuard(Arc<AtomicUsize>);
+
+impl LoadGuard {
+    fn new(load: &Arc<AtomicUsize>) -> Self {
+        load.fetch_add(1, Ordering::Relaxed);
+        Self(load.clone())
+    }
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The accept side's handle on a worker.
@@ -93,19 +87,17 @@ pub fn spawn(
     config: Arc<Config>,
     scripts: Arc<ScriptStore>,
     mesh: Arc<Mesh>,
-    servers: Vec<Arc<ServerShared>>,
 ) -> Result<Vec<WorkerHandle>, ScriptError> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let load = Arc::new(AtomicUsize::new(0));
-        let (config, mesh, servers, load2) =
-            (config.clone(), mesh.clone(), servers.clone(), load.clone());
+        let (config, mesh, load2) = (config.clone(), mesh.clone(), load.clone());
         let scripts = scripts.clone();
         let thread = std::thread::Builder::new()
             .name(format!("connmix-worker-{i}"))
-            .spawn(move || run(i, rx, ready_tx, config, scripts, mesh, servers, load2))
+            .spawn(move || run(i, rx, ready_tx, config, scripts, mesh, load2))
             .expect("spawn worker thread");
         match ready_rx.recv() {
             Ok(Ok(())) => {}
@@ -135,7 +127,6 @@ fn run(
     config: Arc<Config>,
     scripts: Arc<ScriptStore>,
     mesh: Arc<Mesh>,
-    servers: Vec<Arc<ServerShared>>,
     load: Arc<AtomicUsize>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -161,25 +152,16 @@ fn run(
                 return;
             }
         };
-        let state = Rc::new(WorkerState { vms, servers, mesh });
+        let state = Rc::new(WorkerState { vms, mesh });
         let _ = ready.send(Ok(()));
         spawn_lua_gauges(index, &state);
-        while let Some(job) = rx.recv().await {
-            match job {
-                Job::Accept {
-                    stream,
-                    peer,
-                    server,
-                } => {
-                    let state = state.clone();
-                    let load = load.clone();
-                    load.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::spawn_local(async move {
-                        crate::ws::connection::serve(state, stream, peer, server).await;
-                        load.fetch_sub(1, Ordering::Relaxed);
-                    });
-                }
-            }
+        while let Some(Job(make)) = rx.recv().await {
+            let guard = LoadGuard::new(&load);
+            let task = make(state.clone());
+            tokio::task::spawn_local(async move {
+                let _load = guard;
+                task.await;
+            });
         }
         // The job channel closed: the gateway is stopping. Connections were
         // asked to close; give them until they are gone.

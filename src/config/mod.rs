@@ -163,12 +163,18 @@ impl Default for ClusterConfig {
 pub struct ApiServerConfig {
     pub port: u16,
     pub bind: String,
-    /// Seconds to receive a whole request.
+    /// Seconds to receive a request's headers (and the most a keep-alive
+    /// connection may sit idle) and, separately, its body.
     pub read_timeout: u64,
-    /// Seconds to write a response.
+    /// Seconds a write to an API client (an HTTP response, a `/ws/v1`
+    /// answer) may stall before the connection is closed; 0 = never.
     pub write_timeout: u64,
-    /// Largest request body accepted, in bytes; bigger gets HTTP 413.
+    /// Largest request body accepted, in bytes; bigger gets HTTP 413. Also
+    /// the largest `/ws/v1` frame (bigger: close 1009).
     pub max_body_size: usize,
+    /// `/ws/v1` requests one connection may have in flight; at the bound the
+    /// gateway stops reading from that socket until one is answered.
+    pub ws_max_in_flight: usize,
 }
 
 impl Default for ApiServerConfig {
@@ -179,6 +185,7 @@ impl Default for ApiServerConfig {
             read_timeout: 60,
             write_timeout: 60,
             max_body_size: 1 << 20,
+            ws_max_in_flight: 64,
         }
     }
 }
@@ -295,6 +302,11 @@ pub struct ServerConfig {
     /// Messages queued for one connection before it is closed as a slow client.
     #[serde(default = "default_outbound_queue")]
     pub outbound_queue_size: usize,
+    /// Payload bytes queued for one connection before it is closed as a slow
+    /// client; also the largest frame it can be sent (at least
+    /// `engine.apiServer.maxBodySize`).
+    #[serde(default = "default_outbound_queue_bytes")]
+    pub outbound_queue_bytes: usize,
 }
 
 fn default_bind() -> String {
@@ -323,6 +335,9 @@ fn default_max_channels() -> usize {
 }
 fn default_outbound_queue() -> usize {
     1024
+}
+fn default_outbound_queue_bytes() -> usize {
+    4 << 20
 }
 
 /// A `{name, value}` pair of a server's `options`; the value may be any scalar.

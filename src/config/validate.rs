@@ -51,10 +51,21 @@ impl Config {
                 ("maxConnections", s.max_connections),
                 ("maxChannels", s.max_channels),
                 ("outboundQueueSize", s.outbound_queue_size),
+                ("outboundQueueBytes", s.outbound_queue_bytes),
             ] {
                 if v == 0 {
                     return Err((key(k), "must be greater than 0".into()));
                 }
+            }
+            let body = self.engine.api_server.max_body_size;
+            if s.outbound_queue_bytes < body {
+                return Err((
+                    key("outboundQueueBytes"),
+                    format!(
+                        "{} is below engine.apiServer.maxBodySize ({body}): a publish the API accepts could never be delivered",
+                        s.outbound_queue_bytes
+                    ),
+                ));
             }
             for (j, other) in self.engine.servers.iter().enumerate().take(i) {
                 if other.port == s.port {
@@ -92,11 +103,16 @@ impl Config {
                 return Err((key("publishTimeoutMs"), "timeouts must be above 0".into()));
             }
         }
-        if self.engine.api_server.max_body_size == 0 {
-            return Err((
-                "engine.apiServer.maxBodySize".into(),
-                "must be greater than 0".into(),
-            ));
+        for (k, v) in [
+            ("maxBodySize", self.engine.api_server.max_body_size),
+            ("wsMaxInFlight", self.engine.api_server.ws_max_in_flight),
+        ] {
+            if v == 0 {
+                return Err((
+                    format!("engine.apiServer.{k}"),
+                    "must be greater than 0".into(),
+                ));
+            }
         }
         for (i, r) in self.engine.luavm.redis.iter().enumerate() {
             let key = |k: &str| format!("engine.luavm.redis[{i}].{k}");

@@ -10,18 +10,24 @@
 //! 3. reads frames into a small inbound queue (pings are answered by
 //!    tungstenite while reading, even while a hook waits);
 //! 4. checks one timer for read timeout, write stall and close handshake.
+//!
+//! A panic in the frame loop (a bug) is caught: the client gets a 1011 close
+//! (best effort), `on_close` runs with reason "internal error", and every
+//! counter is restored by the RAII guards below, so shutdown still completes.
 
 use super::handshake::{self, UpgradeRequest};
 use crate::hub::Client;
 use crate::lua::conn::ConnLocal;
 use crate::lua::{HookCall, LuaRuntime, report_error};
 use crate::outbox::{CallFunc, Outbound};
+use super::ServerShared;
 use crate::worker::WorkerState;
-use futures_util::{Sink, Stream};
+use futures_util::{FutureExt, Sink, Stream};
 use mlua::{Lua, Value};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -48,12 +54,12 @@ pub async fn serve(
     state: Rc<WorkerState>,
     stream: std::net::TcpStream,
     peer: SocketAddr,
-    server: usize,
+    srv: Arc<ServerShared>,
 ) {
     let Ok(mut stream) = TcpStream::from_std(stream) else {
         return;
     };
-    let srv = state.servers[server].clone();
+    let server = srv.index;
     let (req, leftover) =
         // Boxed: the read buffer lives only while the request is read, not
         // in every connection's future for its whole life.
@@ -92,7 +98,7 @@ pub async fn serve(
     let client = Arc::new(Client::new(
         id,
         server,
-        srv.cfg.outbound_queue_size,
+        (srv.cfg.outbound_queue_size, srv.cfg.outbound_queue_bytes),
         srv.cfg.max_channels,
     ));
     let vm = match state.vms.acquire() {
@@ -143,7 +149,7 @@ pub async fn serve(
     tracing::debug!(client_id = %id, "connected from {peer}");
 
     let first_hook = vm.hook(&conn, "on_connect", ());
-    let reason = Driver {
+    let mut driver = Driver {
         ws,
         vm: &vm,
         conn: &conn,
@@ -159,22 +165,49 @@ pub async fn serve(
         need_flush: false,
         read_timeout: secs(srv.cfg.read_timeout),
         write_timeout: secs(srv.cfg.write_timeout),
-    }
-    .await;
+    };
+    let reason = match AssertUnwindSafe(&mut driver).catch_unwind().await {
+        Ok(reason) => reason,
+        Err(panic) => {
+            state.mesh.metrics.connection_panics.inc();
+            tracing::error!(client_id = %id, "connection task panicked: {}", panic_text(&panic));
+            driver.hook = None;
+            driver.abort(1011, "internal error").await;
+            Some("internal error".to_string())
+        }
+    };
+    drop(driver);
 
     state.mesh.unregister(&client);
     tracing::debug!(client_id = %id, "closed: {}", reason.as_deref().unwrap_or("clean"));
     if let Some(call) = vm.hook(&conn, "on_close", (id.to_string(), reason)) {
-        call.await;
+        if let Err(panic) = AssertUnwindSafe(call).catch_unwind().await {
+            state.mesh.metrics.connection_panics.inc();
+            tracing::error!(client_id = %id, "on_close panicked: {}", panic_text(&panic));
+        }
     }
 }
+
+/// The message of a caught panic.
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// Test builds only: a client text frame that makes the frame loop panic,
+/// to prove that a panicking connection task cleans up.
+#[cfg(feature = "test-hooks")]
+const TEST_PANIC_FRAME: &[u8] = b"connmix-test-panic";
 
 fn secs(s: u64) -> Option<Duration> {
     (s > 0).then(|| Duration::from_secs(s))
 }
 
 /// Releases the connection's slot of `maxConnections` once it is fully gone.
-struct ActiveGuard(Arc<crate::worker::ServerShared>);
+struct ActiveGuard(Arc<ServerShared>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
@@ -513,6 +546,17 @@ impl Driver<'_> {
         self.need_flush = true;
     }
 
+    /// After a panic: sends a close frame if the socket still takes one
+    /// (bounded by [`CLOSE_TIMEOUT`]).
+    async fn abort(&mut self, code: u16, reason: &str) {
+        self.batch.clear();
+        if self.closing_since.is_none() {
+            self.start_close(code, reason, None);
+        }
+        let flush = std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx));
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, flush).await;
+    }
+
     fn message_hook(&self, msg: Message) -> Option<HookCall> {
         let lua = self.lua();
         let (kind, data): (&str, &[u8]) = match &msg {
@@ -520,6 +564,10 @@ impl Driver<'_> {
             Message::Binary(b) => ("binary", b),
             _ => return None,
         };
+        #[cfg(feature = "test-hooks")]
+        if data == TEST_PANIC_FRAME {
+            panic!("test-hooks: injected panic");
+        }
         let t = lua.create_table().ok()?;
         t.raw_set("type", kind).ok()?;
         t.raw_set("data", lua.create_string(data).ok()?).ok()?;

@@ -2,23 +2,66 @@
 //! entry, each handing accepted sockets to the least-loaded worker.
 //!
 //! The listener only accepts; the handshake, the Lua hooks and the frame loop
-//! run on the worker ([`connection`]).
+//! run on the worker ([`connection`]). This module depends on
+//! [`crate::worker`], never the other way round: a worker runs whatever
+//! [`Job`] it is given.
 
 pub mod connection;
 pub mod handshake;
 
+use crate::config::ServerConfig;
 use crate::worker::{Job, WorkerHandle};
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tungstenite::protocol::WebSocketConfig;
 
-/// Accepts connections for server `server` until `stop` is cancelled.
+/// Room in a connection's write buffer beyond its largest frame, for the
+/// control frames (a pong, our close) queued while that frame waits.
+const CONTROL_FRAME_ROOM: usize = 4096;
+
+/// Per-server state shared by every worker.
+pub struct ServerShared {
+    pub index: usize,
+    pub cfg: ServerConfig,
+    /// Connections open (from accepted handshake until `on_close` returned).
+    pub active: AtomicUsize,
+    pub ws_config: WebSocketConfig,
+}
+
+impl ServerShared {
+    pub fn new(index: usize, cfg: ServerConfig) -> Self {
+        // The write buffer must take any frame the outbox can hold (up to
+        // `outboundQueueBytes`): a smaller bound turns a large publish into
+        // "write buffer full" and a silent disconnect. Writing only starts a
+        // frame once the previous ones are flushed, so the buffer stays at
+        // `writeBufferSize` plus one frame.
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(cfg.read_buffer_size)
+            .write_buffer_size(cfg.write_buffer_size)
+            .max_write_buffer_size(
+                cfg.write_buffer_size + cfg.outbound_queue_bytes + CONTROL_FRAME_ROOM,
+            )
+            .max_message_size(Some(cfg.max_message_size))
+            .max_frame_size(Some(cfg.max_message_size));
+        Self {
+            index,
+            cfg,
+            active: AtomicUsize::new(0),
+            ws_config,
+        }
+    }
+}
+
+/// Accepts connections for `server` until `stop` is cancelled.
 pub async fn accept_loop(
     listener: TcpListener,
-    server: usize,
+    server: Arc<ServerShared>,
     workers: Arc<Vec<WorkerHandle>>,
     stop: CancellationToken,
 ) {
+    let index = server.index;
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -29,7 +72,7 @@ pub async fn accept_loop(
             Err(e) => {
                 // Out of file descriptors and the like: back off briefly
                 // instead of spinning.
-                tracing::warn!("accept on server {server}: {e}");
+                tracing::warn!("accept on server {index}: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -38,17 +81,16 @@ pub async fn accept_loop(
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!("accept on server {server}: {e}");
+                tracing::warn!("accept on server {index}: {e}");
                 continue;
             }
         };
         let Some(worker) = workers.iter().min_by_key(|w| w.load()) else {
             return;
         };
-        worker.submit(Job::Accept {
-            stream: std_stream,
-            peer,
-            server,
-        });
+        let srv = server.clone();
+        worker.submit(Job::new(move |state| {
+            Box::pin(connection::serve(state, std_stream, peer, srv))
+        }));
     }
 }
