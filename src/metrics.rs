@@ -42,6 +42,10 @@ pub struct Metrics {
     pub slow_clients_closed: IntCounter,
     /// Panics caught in connection tasks (each one a bug to report).
     pub connection_panics: IntCounter,
+    /// API connections closed because a write stalled past `writeTimeout`.
+    pub api_write_timeouts: IntCounter,
+    /// `/ws/v1` connections closed for a frame over `maxBodySize`.
+    pub api_frames_refused: IntCounter,
     pub connections_refused: IntCounterVec,
     pub queue_depth: IntGaugeVec,
     pub api_requests: IntCounterVec,
@@ -130,6 +134,16 @@ impl Metrics {
             "Panics caught in client connection tasks (the client was closed and on_close ran).",
             &[],
         );
+        let api_write_timeouts = counter_vec(
+            "connmix_api_write_timeouts_total",
+            "API connections (HTTP and /ws/v1) closed because a write stalled longer than apiServer.writeTimeout.",
+            &[],
+        );
+        let api_frames_refused = counter_vec(
+            "connmix_api_frames_refused_total",
+            "/ws/v1 connections closed (1009) for a frame over apiServer.maxBodySize.",
+            &[],
+        );
         let refused = counter_vec(
             "connmix_connections_refused_total",
             "Handshakes refused, by reason.",
@@ -186,6 +200,8 @@ impl Metrics {
             hook_duration,
             slow_clients_closed: slow.with_label_values(&[] as &[&str]),
             connection_panics: panics.with_label_values(&[] as &[&str]),
+            api_write_timeouts: api_write_timeouts.with_label_values(&[] as &[&str]),
+            api_frames_refused: api_frames_refused.with_label_values(&[] as &[&str]),
             connections_refused: refused,
             queue_depth,
             api_requests,

@@ -11,28 +11,14 @@
 use super::ApiState;
 use super::access::{Denied, Role};
 use super::ops::{self, ApiError};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use super::response::{Body, respond};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-pub type Body = Full<Bytes>;
-
-/// A plain response with a status and a content type.
-pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_str(content_type)
-            .unwrap_or(header::HeaderValue::from_static("text/plain")),
-    );
-    r
-}
 
 fn json_response(v: &Value) -> Response<Body> {
     respond(StatusCode::OK, "application/json", v.to_string())
@@ -226,10 +212,11 @@ fn upgrade(state: Arc<ApiState>, mut req: Request<Incoming>) -> Response<Body> {
                 return;
             }
         };
+        let limits = super::ws::socket_config(state.config.engine.api_server.max_body_size);
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
             hyper_util::rt::TokioIo::new(upgraded),
             tungstenite::protocol::Role::Server,
-            None,
+            Some(limits),
         )
         .await;
         let stop = state.stop.clone();

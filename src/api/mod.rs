@@ -2,10 +2,17 @@
 //! connections and serves them with [`http::handle`] (which upgrades
 //! `/ws/v1` to the WebSocket API). On shutdown it stops accepting, lets
 //! requests in flight finish and closes WebSocket API connections with 1001.
+//!
+//! Bounds on every API connection (README "Limits"): headers within
+//! `readTimeout` (also the most a keep-alive connection may sit idle), a body
+//! within `readTimeout` and `maxBodySize`, and no write stalled longer than
+//! `writeTimeout` ([`stall`]; this covers `/ws/v1` after the upgrade too).
 
 pub mod access;
 pub mod http;
 pub mod ops;
+pub mod response;
+pub mod stall;
 pub mod web;
 pub mod ws;
 
@@ -32,7 +39,9 @@ pub struct ApiState {
 /// Serves the API until `state.stop` is cancelled, then waits (up to
 /// `drain`) for requests in flight.
 pub async fn serve(listener: TcpListener, state: Arc<ApiState>, drain: Duration) {
-    let header_timeout = Duration::from_secs(state.config.engine.api_server.read_timeout.max(1));
+    let api = &state.config.engine.api_server;
+    let header_timeout = Duration::from_secs(api.read_timeout.max(1));
+    let write_timeout = (api.write_timeout > 0).then(|| Duration::from_secs(api.write_timeout));
     loop {
         let accepted = tokio::select! {
             _ = state.stop.cancelled() => break,
@@ -47,6 +56,11 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, drain: Duration)
             }
         };
         let _ = stream.set_nodelay(true);
+        let stream = stall::StallTimeout::new(
+            stream,
+            write_timeout,
+            state.mesh.metrics.api_write_timeouts.clone(),
+        );
         let conn_state = state.clone();
         let svc = hyper::service::service_fn(move |req| {
             let state = conn_state.clone();

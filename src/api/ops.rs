@@ -142,8 +142,17 @@ pub async fn call(mesh: &Mesh, params: &Value) -> Result<Value, ApiError> {
         Some(Value::Array(a)) => a.clone(),
         Some(_) => return Err(ApiError::invalid("a must be an array")),
     };
-    mesh.call(id, func, args)
-        .await
-        .map(|()| json!({"s": true}))
-        .map_err(|e| ApiError::new(code::CALL_FAILED, e.to_string()))
+    match tokio::time::timeout(CALL_TIMEOUT, mesh.call(id, func, args)).await {
+        Ok(r) => r
+            .map(|()| json!({"s": true}))
+            .map_err(|e| ApiError::new(code::CALL_FAILED, e.to_string())),
+        Err(_) => Err(ApiError::new(
+            code::CALL_FAILED,
+            format!("client {id} did not apply the call within {CALL_TIMEOUT:?}"),
+        )),
+    }
 }
+
+/// The longest a `conn.call` answer waits for the connection to apply it
+/// (a connection whose writes are stalled applies calls late).
+pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

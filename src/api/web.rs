@@ -13,7 +13,7 @@
 //! - `GET /v1/stats`: the numbers the console polls every second.
 
 use super::ApiState;
-use super::http::{Body, respond};
+use super::response::{Body, respond};
 use hyper::{Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use std::net::IpAddr;

@@ -2,8 +2,22 @@
 //! `{"m", "p", "i"}` answered `{"E", "r", "i"}`, many in flight at once on
 //! one connection, and `queue.pop` events pushed to a consumer.
 //!
-//! One reader loop dispatches requests (each in its own task, so a slow
-//! `conn.call` does not hold up a publish), one writer task owns the socket.
+//! Order: requests take effect in the order they were sent. Each request is
+//! started (run up to its first wait: a publish has queued its frame to every
+//! local subscriber and handed it to the broker, a send or `conn.call` has
+//! queued it to the client) before the next frame is read. Answers come back
+//! as requests finish, so a slow `conn.call` does not hold up a publish.
+//!
+//! Bounds (README "Limits"), so a backend that sends without reading cannot
+//! grow the gateway:
+//! - at most `apiServer.wsMaxInFlight` requests in flight; at the bound the
+//!   reader stops reading the socket (TCP pushes back on the sender);
+//! - at most [`MAX_QUEUED_ANSWERS`] answers queued for the writer; when that
+//!   is full, finished requests wait and so does the reader;
+//! - a write that stalls longer than `apiServer.writeTimeout` closes the
+//!   connection ([`super::stall`]);
+//! - a frame over `apiServer.maxBodySize` is refused with close 1009.
+//!
 //! A queue consumer only takes a message from its topic once the writer has
 //! room for it, and hands back whatever it could not write when the
 //! connection ends, so nothing is lost when a backend disconnects.
@@ -11,19 +25,30 @@
 use super::ApiState;
 use super::ops::{self, ApiError, code};
 use crate::queue::QueuedMessage;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
-use tungstenite::protocol::CloseFrame;
+use tungstenite::error::{CapacityError, Error as WsError};
 use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Answers (and queue events) waiting for the writer.
+pub const MAX_QUEUED_ANSWERS: usize = 64;
+
+/// A request started and not yet answered; yields its answer frame.
+type InFlight = Pin<Box<dyn Future<Output = String> + Send>>;
 
 /// What the writer sends.
 enum Outgoing {
@@ -46,89 +71,173 @@ fn event_json(m: &QueuedMessage) -> String {
         .to_string()
 }
 
+/// The socket limits of `/ws/v1`: no frame or message over `maxBodySize`.
+pub fn socket_config(max_body_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(max_body_size))
+        .max_frame_size(Some(max_body_size))
+}
+
+/// What the reader loop does next.
+enum Step {
+    Frame(Option<Result<Message, WsError>>),
+    Answer(String),
+    Stop,
+}
+
 /// Serves one upgraded API connection until it closes or `stop` fires.
 pub async fn serve(ws: Socket, state: Arc<ApiState>, stop: CancellationToken) {
     let (sink, mut stream) = ws.split();
-    let (tx, rx) = mpsc::channel::<Outgoing>(256);
+    let (tx, rx) = mpsc::channel::<Outgoing>(MAX_QUEUED_ANSWERS);
     let writer = tokio::spawn(write_loop(sink, rx, state.clone()));
+    let max_in_flight = state.config.engine.api_server.ws_max_in_flight;
+    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let mut consumer: Option<Consumer> = None;
     loop {
-        let frame = tokio::select! {
+        let step = tokio::select! {
+            biased;
             _ = stop.cancelled() => {
-                let _ = tx.send(Outgoing::Close(1001, "server shutting down")).await;
+                let _ = tx.try_send(Outgoing::Close(1001, "server shutting down"));
                 break;
             }
-            f = stream.next() => f,
+            // The writer is gone (the socket failed or stalled): stop.
+            _ = tx.closed() => Step::Stop,
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => Step::Answer(answer),
+            f = stream.next(), if in_flight.len() < max_in_flight => Step::Frame(f),
         };
-        let text = match frame {
-            Some(Ok(Message::Text(t))) => t,
-            Some(Ok(Message::Binary(_))) => {
-                let r = response(
-                    &Value::Null,
-                    Err(ApiError::invalid("send JSON text frames")),
-                );
-                let _ = tx.send(Outgoing::Text(r)).await;
-                continue;
-            }
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-            Some(Ok(_)) => continue,
-        };
-        if text.as_str() == "ping" {
-            let _ = tx.send(Outgoing::Text("pong".into())).await;
-            continue;
-        }
-        let req: Value = match serde_json::from_str(text.as_str()) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) | Err(_) => {
-                let r = response(
-                    &Value::Null,
-                    Err(ApiError::invalid(
-                        "request must be a JSON object {\"m\", \"p\", \"i\"}",
-                    )),
-                );
-                let _ = tx.send(Outgoing::Text(r)).await;
-                continue;
-            }
-        };
-        let id = req.get("i").cloned().unwrap_or(Value::Null);
-        let params = req.get("p").cloned().unwrap_or(json!({}));
-        let method = req
-            .get("m")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        match method.as_str() {
-            "queue.pop" => {
-                let r = start_consuming(&state, &mut consumer, &params, &tx);
-                let _ = tx.send(Outgoing::Text(response(&id, r))).await;
-            }
-            "queue.unpop" => {
-                let r = match consumer.take() {
-                    Some(c) => {
-                        c.stop(&state);
-                        Ok(json!({"s": true}))
+        let out = match step {
+            Step::Stop => break,
+            Step::Answer(a) => Outgoing::Text(a),
+            Step::Frame(frame) => {
+                match read_frame(frame, &state, &mut consumer, &tx) {
+                    Read::Nothing => continue,
+                    Read::Answer(a) => Outgoing::Text(a),
+                    Read::Start(mut request) => {
+                        // Started now, before the next frame is read: this
+                        // is what keeps requests in order.
+                        match futures_util::poll!(&mut request) {
+                            Poll::Ready(a) => Outgoing::Text(a),
+                            Poll::Pending => {
+                                in_flight.push(request);
+                                continue;
+                            }
+                        }
                     }
-                    None => Err(ApiError::new(
-                        code::CANCEL_FAILED,
-                        "this connection is not consuming",
-                    )),
-                };
-                let _ = tx.send(Outgoing::Text(response(&id, r))).await;
+                    Read::End(close) => {
+                        if let Some((code, why)) = close {
+                            let _ = tx.try_send(Outgoing::Close(code, why));
+                        }
+                        break;
+                    }
+                }
             }
-            _ => {
-                let (state, tx) = (state.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let r = dispatch(&state, &method, &params).await;
-                    let _ = tx.send(Outgoing::Text(response(&id, r))).await;
-                });
+        };
+        let queued = tokio::select! {
+            r = tx.send(out) => r.is_ok(),
+            _ = stop.cancelled() => false,
+        };
+        if !queued {
+            if stop.is_cancelled() {
+                let _ = tx.try_send(Outgoing::Close(1001, "server shutting down"));
             }
+            break;
         }
     }
     if let Some(c) = consumer.take() {
         c.stop(&state);
     }
+    drop(in_flight);
     drop(tx);
     let _ = writer.await;
+}
+
+/// What one frame asks for.
+enum Read {
+    Nothing,
+    /// Answered at once.
+    Answer(String),
+    /// A request to start.
+    Start(InFlight),
+    /// The connection ends, with this close frame if any.
+    End(Option<(u16, &'static str)>),
+}
+
+fn read_frame(
+    frame: Option<Result<Message, WsError>>,
+    state: &Arc<ApiState>,
+    consumer: &mut Option<Consumer>,
+    tx: &mpsc::Sender<Outgoing>,
+) -> Read {
+    let text = match frame {
+        Some(Ok(Message::Text(t))) => t,
+        Some(Ok(Message::Binary(_))) => {
+            return Read::Answer(response(
+                &Value::Null,
+                Err(ApiError::invalid("send JSON text frames")),
+            ));
+        }
+        Some(Err(WsError::Capacity(e))) => {
+            state.mesh.metrics.api_frames_refused.inc();
+            let why = match e {
+                CapacityError::MessageTooLong { .. } => "message too big (apiServer.maxBodySize)",
+                _ => "frame too big (apiServer.maxBodySize)",
+            };
+            tracing::debug!("ws api: {e}; closing with 1009");
+            return Read::End(Some((1009, why)));
+        }
+        Some(Err(WsError::Utf8(_))) => return Read::End(Some((1007, "invalid UTF-8"))),
+        Some(Err(WsError::Protocol(_))) => return Read::End(Some((1002, "protocol error"))),
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Read::End(None),
+        Some(Ok(_)) => return Read::Nothing,
+    };
+    if text.as_str() == "ping" {
+        return Read::Answer("pong".into());
+    }
+    let req: Value = match serde_json::from_str(text.as_str()) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) | Err(_) => {
+            return Read::Answer(response(
+                &Value::Null,
+                Err(ApiError::invalid(
+                    "request must be a JSON object {\"m\", \"p\", \"i\"}",
+                )),
+            ));
+        }
+    };
+    drop(text);
+    let id = req.get("i").cloned().unwrap_or(Value::Null);
+    let params = req.get("p").cloned().unwrap_or(json!({}));
+    let method = req
+        .get("m")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    match method.as_str() {
+        "queue.pop" => {
+            let r = start_consuming(state, consumer, &params, tx);
+            Read::Answer(response(&id, r))
+        }
+        "queue.unpop" => {
+            let r = match consumer.take() {
+                Some(c) => {
+                    c.stop(state);
+                    Ok(json!({"s": true}))
+                }
+                None => Err(ApiError::new(
+                    code::CANCEL_FAILED,
+                    "this connection is not consuming",
+                )),
+            };
+            Read::Answer(response(&id, r))
+        }
+        _ => {
+            let state = state.clone();
+            Read::Start(Box::pin(async move {
+                let r = dispatch(&state, &method, &params).await;
+                response(&id, r)
+            }))
+        }
+    }
 }
 
 async fn dispatch(state: &ApiState, method: &str, params: &Value) -> Result<Value, ApiError> {
