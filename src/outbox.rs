@@ -213,6 +213,17 @@ impl Outbox {
         }
     }
 
+    /// Whether the queue has overflowed; otherwise registers the task's
+    /// waker so the overflow wakes it (used while the task's own batch is
+    /// still being written and it does not drain).
+    pub fn poll_overflowed(&self, cx: &mut Context<'_>) -> bool {
+        if self.inner.lock().overflowed {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        self.inner.lock().overflowed
+    }
+
     /// Refuses every later push and discards what is queued.
     pub fn close(&self) {
         let mut g = self.inner.lock();
@@ -289,7 +300,11 @@ mod tests {
         assert!(o.push(Outbound::Close(1000, String::new())).is_ok());
         assert!(o.push(Outbound::Close(1000, String::new())).is_ok());
         let (p, batch) = drain(&o);
-        assert_eq!(p, Poll::Ready(false), "refused calls do not close the client");
+        assert_eq!(
+            p,
+            Poll::Ready(false),
+            "refused calls do not close the client"
+        );
         assert_eq!(batch.len(), MAX_PENDING_CALLS + 1);
     }
 
@@ -305,6 +320,19 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         assert_eq!(o.poll_drain(&mut cx, &mut batch), Poll::Ready(true));
         assert_eq!(batch.len(), 3);
+    }
+
+    #[test]
+    fn overflow_is_seen_while_the_batch_is_still_being_written() {
+        let o = Outbox::new(1, 1 << 20);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(o.push(text("a")).is_ok());
+        let (_, batch) = drain(&o);
+        assert_eq!(batch.len(), 1);
+        assert!(!o.poll_overflowed(&mut cx));
+        assert!(o.push(text("b")).is_ok());
+        assert_eq!(o.push(text("c")), Err(PushError::Full));
+        assert!(o.poll_overflowed(&mut cx));
     }
 
     #[test]

@@ -15,12 +15,12 @@
 //! (best effort), `on_close` runs with reason "internal error", and every
 //! counter is restored by the RAII guards below, so shutdown still completes.
 
+use super::ServerShared;
 use super::handshake::{self, UpgradeRequest};
 use crate::hub::Client;
 use crate::lua::conn::ConnLocal;
 use crate::lua::{HookCall, LuaRuntime, report_error};
 use crate::outbox::{CallFunc, Outbound};
-use super::ServerShared;
 use crate::worker::WorkerState;
 use futures_util::{FutureExt, Sink, Stream};
 use mlua::{Lua, Value};
@@ -348,22 +348,29 @@ impl Driver<'_> {
         loop {
             let mut progressed = false;
 
-            // 1. Outbound.
-            if self.batch.is_empty()
-                && let Poll::Ready(overflowed) =
-                    self.conn.client.outbox.poll_drain(cx, &mut self.batch)
-            {
-                if overflowed && self.closing_since.is_none() {
-                    self.conn.metrics().slow_clients_closed.inc();
-                    tracing::warn!(client_id = %self.conn.client.id, "slow client: outbound queue full, closing");
-                    self.batch.clear();
-                    self.start_close(
-                        1013,
-                        "slow client: outbound queue full",
-                        Some("slow client"),
-                    );
+            // 1. Outbound. While a batch is still being written the outbox
+            // is not drained, but its overflow is still watched.
+            let outbox = &self.conn.client.outbox;
+            let overflowed = if self.batch.is_empty() {
+                match outbox.poll_drain(cx, &mut self.batch) {
+                    Poll::Ready(overflowed) => {
+                        progressed |= !self.batch.is_empty();
+                        overflowed
+                    }
+                    Poll::Pending => false,
                 }
-                progressed |= !self.batch.is_empty();
+            } else {
+                self.closing_since.is_none() && outbox.poll_overflowed(cx)
+            };
+            if overflowed && self.closing_since.is_none() {
+                self.conn.metrics().slow_clients_closed.inc();
+                tracing::warn!(client_id = %self.conn.client.id, "slow client: outbound queue full, closing");
+                self.batch.clear();
+                self.start_close(
+                    1013,
+                    "slow client: outbound queue full",
+                    Some("slow client"),
+                );
             }
             let had_batch = !self.batch.is_empty();
             if let Some(end) = self.write_batch(cx) {
@@ -535,6 +542,9 @@ impl Driver<'_> {
     /// Queues our close frame; the loop then waits for the peer's reply.
     fn start_close(&mut self, code: u16, reason: &str, on_close_reason: Option<&str>) {
         self.closing_since = Some(Instant::now());
+        // Nothing queued from now on would be written: refuse it, so a
+        // publish counts this client as a failure, not a delivery.
+        self.conn.client.outbox.close();
         self.close_reason = on_close_reason.map(str::to_string);
         self.inbound.clear();
         let frame = CloseFrame {

@@ -116,14 +116,28 @@ pub fn config_yaml(
     }
     y.push_str(top);
     y.push_str("\nengine:\n");
+    // `apiServer.<key>: value` lines of `engine_extra` go into apiServer.
+    let (api_extra, engine_lines): (Vec<&str>, Vec<&str>) = engine_extra
+        .lines()
+        .partition(|l| l.trim_start().starts_with("apiServer."));
     y.push_str(&format!(
-        "  apiServer:\n    port: {api_port}\n    bind: 127.0.0.1\n    maxBodySize: 65536\n"
+        "  apiServer:\n    port: {api_port}\n    bind: 127.0.0.1\n"
     ));
+    if !engine_extra.contains("apiServer.maxBodySize") {
+        y.push_str("    maxBodySize: 65536\n");
+    }
+    for l in api_extra {
+        y.push_str(&format!(
+            "    {}\n",
+            l.trim_start().trim_start_matches("apiServer.")
+        ));
+    }
+    let engine_extra = engine_lines.join("\n");
     if !engine_extra.contains("workers:") {
         y.push_str("  workers: 2\n");
     }
     y.push_str("  shutdownTimeout: 5\n");
-    y.push_str(engine_extra);
+    y.push_str(&engine_extra);
     y.push_str("\n  servers:\n");
     for (i, s) in servers.iter().enumerate() {
         let entry = match &s.script {
