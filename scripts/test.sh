@@ -59,7 +59,8 @@ ensure_redis() {
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 ensure_redis
-timeout 2400 cargo test --workspace --all-targets
+# test-hooks: lets tests/limits.rs inject a panic into a connection task.
+timeout 2400 cargo test --workspace --all-targets --features connmix/test-hooks
 
 # The JS client (clients/js, node's test runner against a live gateway) and the
 # web pages in headless Chromium (scripts/browser-test.sh). Each test has its
