@@ -180,11 +180,11 @@ pub async fn serve(
 
     state.mesh.unregister(&client);
     tracing::debug!(client_id = %id, "closed: {}", reason.as_deref().unwrap_or("clean"));
-    if let Some(call) = vm.hook(&conn, "on_close", (id.to_string(), reason)) {
-        if let Err(panic) = AssertUnwindSafe(call).catch_unwind().await {
-            state.mesh.metrics.connection_panics.inc();
-            tracing::error!(client_id = %id, "on_close panicked: {}", panic_text(&panic));
-        }
+    if let Some(call) = vm.hook(&conn, "on_close", (id.to_string(), reason))
+        && let Err(panic) = AssertUnwindSafe(call).catch_unwind().await
+    {
+        state.mesh.metrics.connection_panics.inc();
+        tracing::error!(client_id = %id, "on_close panicked: {}", panic_text(&panic));
     }
 }
 
