@@ -16,14 +16,14 @@
 //! counter is restored by the RAII guards below, so shutdown still completes.
 
 use super::ServerShared;
-use super::handshake::{self, UpgradeRequest};
+use super::{handshake, hook_handshake};
 use crate::hub::Client;
 use crate::lua::conn::ConnLocal;
 use crate::lua::{HookCall, LuaRuntime, report_error};
 use crate::outbox::{CallFunc, Outbound};
 use crate::worker::WorkerState;
 use futures_util::{FutureExt, Sink, Stream};
-use mlua::{Lua, Value};
+use mlua::Lua;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -123,7 +123,7 @@ pub async fn serve(
             return;
         }
     }
-    if let Some(refusal) = Box::pin(run_handshake_hook(&vm, &conn, &req)).await {
+    if let Some(refusal) = Box::pin(hook_handshake::run(&vm, &conn, &req)).await {
         metrics
             .connections_refused
             .with_label_values(&["on_handshake"])
@@ -222,74 +222,6 @@ impl Drop for ReleaseGuard {
         self.1.unregister(&self.0.client);
         self.0.release();
     }
-}
-
-/// Runs `on_handshake`; `Some((status, body))` when it refused the upgrade.
-async fn run_handshake_hook(
-    vm: &LuaRuntime,
-    conn: &Rc<ConnLocal>,
-    req: &UpgradeRequest,
-) -> Option<(u16, String)> {
-    let lua = vm.lua();
-    let build = || -> mlua::Result<(String, mlua::Table, mlua::Table)> {
-        let headers = headers_table(lua, &req.headers)?;
-        let server = lua.create_table()?;
-        server.raw_set("Method", req.method.as_str())?;
-        server.raw_set("RequestUri", req.uri.as_str())?;
-        server.raw_set("ServerProtocol", req.version.as_str())?;
-        server.raw_set("Host", req.header("host").unwrap_or(""))?;
-        server.raw_set("RemoteAddr", conn.remote_addr.to_string())?;
-        Ok((conn.client.id.to_string(), headers, server))
-    };
-    let args = build().ok()?;
-    let call = vm.hook(conn, "on_handshake", args)?;
-    let Some(ret) = call.await else {
-        // The hook raised an error: fail closed, it may have been checking auth.
-        return Some((500, "Internal Server Error".into()));
-    };
-    let mut ret = ret.into_iter();
-    if !matches!(ret.next(), Some(Value::Boolean(false))) {
-        return None;
-    }
-    let status = match ret.next() {
-        Some(Value::Integer(n)) => n as u16,
-        Some(Value::Number(n)) => n as u16,
-        _ => 403,
-    };
-    let status = if (400..600).contains(&status) {
-        status
-    } else {
-        403
-    };
-    let body = match ret.next() {
-        Some(Value::String(s)) => s.to_string_lossy(),
-        _ => "Forbidden".into(),
-    };
-    Some((status, body))
-}
-
-/// Request headers as Go presents them (`X-Forwarded-For`, repeated headers
-/// joined with ", "); lookups with any other case work too.
-fn headers_table(lua: &Lua, headers: &[(String, String)]) -> mlua::Result<mlua::Table> {
-    let t = lua.create_table()?;
-    for (k, v) in headers {
-        let key = crate::lua::http::canonical_header(&k.to_ascii_lowercase());
-        let merged = match t.raw_get::<Option<String>>(key.as_str())? {
-            Some(prev) => format!("{prev}, {v}"),
-            None => v.clone(),
-        };
-        t.raw_set(key, merged)?;
-    }
-    let meta = lua.create_table()?;
-    meta.raw_set(
-        "__index",
-        lua.create_function(|_, (t, k): (mlua::Table, String)| {
-            let key = crate::lua::http::canonical_header(&k.to_ascii_lowercase());
-            t.raw_get::<Value>(key)
-        })?,
-    )?;
-    t.set_metatable(Some(meta))?;
-    Ok(t)
 }
 
 /// The frame loop; see the module documentation.
