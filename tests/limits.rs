@@ -241,6 +241,10 @@ async fn a_ws_api_client_that_never_reads_leaves_memory_bounded() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let growth = rss_bytes(gw.pid()).saturating_sub(rss_before);
+    eprintln!(
+        "never-reading /ws/v1 client: {processed} of {N} requests taken, RSS +{} KiB",
+        growth >> 10
+    );
     assert!(
         (processed as usize) < N / 4,
         "the gateway read {processed} of {N} requests from a client that reads nothing"
@@ -256,6 +260,38 @@ async fn a_ws_api_client_that_never_reads_leaves_memory_bounded() {
     assert_eq!(v["r"], json!({"s": 0, "f": 0}), "{v}");
     assert_eq!(gw.publish("nobody", "x").await, (0, 0));
     sender.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ws_api_client_that_never_reads_is_disconnected_after_write_timeout() {
+    let gw = Gateway::start_with(vec![probe("/p", "")], "apiServer.writeTimeout: 1", "").await;
+    let mut hog = api_small_buffer(&gw).await;
+    let id = "i".repeat(16 * 1024);
+    // Sends until the gateway drops the connection (then a write fails).
+    let sender = tokio::spawn(async move {
+        for _ in 0..100_000 {
+            let req = json!({"m": "mesh.publish", "p": {"c": "nobody", "d": "x"}, "i": id});
+            if hog.send(Message::text(req.to_string())).await.is_err() {
+                return true;
+            }
+        }
+        false
+    });
+    gw.wait_metric("connmix_api_write_timeouts_total", 1.0)
+        .await;
+    let cut = tokio::time::timeout(DEADLINE, sender)
+        .await
+        .expect("the hog could still write: its connection was not closed")
+        .unwrap();
+    assert!(
+        cut,
+        "the gateway read 100,000 requests without pushing back"
+    );
+    let mut other = ApiClient::connect(&gw).await;
+    let v = other
+        .request("mesh.publish", json!({"c": "nobody", "d": "x"}))
+        .await;
+    assert_eq!(v["r"], json!({"s": 0, "f": 0}), "{v}");
 }
 
 #[tokio::test]
