@@ -46,6 +46,8 @@ use tungstenite::protocol::{CloseFrame, Role};
 const MAX_INBOUND: usize = 32;
 /// Time to read the upgrade request.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a `conn.call` subscribe waits for the cluster to hear it.
+const HEARD_WAIT: Duration = Duration::from_secs(10);
 /// Time the peer gets to answer our close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -424,7 +426,10 @@ impl Driver<'_> {
                         // Answer once the cluster hears the channels.
                         (Some(reply), Some(heard)) => {
                             tokio::task::spawn_local(async move {
-                                heard.await;
+                                let res = match tokio::time::timeout(HEARD_WAIT, heard).await {
+                                    Ok(()) => res,
+                                    Err(_) => Err("subscribed here, but the cluster did not confirm it in time".into()),
+                                };
                                 let _ = reply.send(res);
                             });
                         }
