@@ -401,3 +401,24 @@ async fn a_panicking_connection_runs_on_close_and_shutdown_still_completes() {
     assert!(status.success(), "exit status {status}");
     assert_eq!(reader.await.unwrap().map(|c| c.0), Some(1001));
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_api_connection_is_closed_after_read_timeout() {
+    let gw = Gateway::start_with(vec![probe("/p", "")], "apiServer.readTimeout: 1", "").await;
+    let mut s = tokio::net::TcpStream::connect(format!("127.0.0.1:{}", gw.api_port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /app.css HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Read the answer, then nothing more is sent: the gateway must hang up
+    // (EOF) instead of keeping the socket for ever.
+    let mut got = Vec::new();
+    let ended = tokio::time::timeout(DEADLINE, s.read_to_end(&mut got)).await;
+    assert!(ended.is_ok(), "an idle keep-alive connection was kept open");
+    assert!(
+        got.starts_with(b"HTTP/1.1 200 OK"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+}
