@@ -5,8 +5,8 @@
 //! messages travel on `<prefix>:ch:<channel>`, everything else on the
 //! addressed node's `<prefix>:node:<n>`.
 
-use crate::hub::ClientId;
-use crate::mesh::FrameType;
+use crate::client_id::ClientId;
+use crate::frame::FrameType;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// One message between nodes.
