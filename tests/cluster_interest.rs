@@ -195,6 +195,7 @@ async fn churn_while_redis_is_down_stays_bounded_and_ends_subscribed_exactly() {
     let mut late = Client::connect(&b.url(0)).await;
     late.eval(&subscribe_all(&churned[..50])).await;
     let grown = rss_bytes(b.pid()).saturating_sub(before);
+    eprintln!("rss before {} KiB, grew {} KiB", before >> 10, grown >> 10);
     assert!(
         grown < 8 << 20,
         "gateway grew {} KiB during 100,000 joins/leaves with Redis down",
