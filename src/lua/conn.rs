@@ -153,7 +153,7 @@ impl ConnLocal {
     }
 
     /// Cluster: holds this connection's outgoing frames (the subscribe
-    /// reply first of all) until Redis has the channels just joined, so a
+    /// reply first of all) until the broker has the channels just joined, so a
     /// publish the client's reply prompts is never missed. No-op on one node.
     fn hold_until_heard(&self) {
         if let Some(wait) = self.ctx.mesh.until_heard() {

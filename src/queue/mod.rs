@@ -113,7 +113,7 @@ impl Queues {
 
     /// Waits for and takes the next message for consumer `id`; `None` once
     /// `stop` fires. Stop with `stop`, never by dropping this future: a
-    /// cluster take in flight has already removed its message from Redis,
+    /// shared store's take in flight has already removed its message,
     /// so `stop` is only watched between takes.
     pub async fn take(
         &self,

@@ -277,7 +277,7 @@ struct Driver<'a> {
     need_flush: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
-    /// Cluster: frames wait until Redis has the channels just joined.
+    /// Cluster: frames wait until the broker has the channels just joined.
     hold: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
