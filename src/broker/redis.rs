@@ -98,6 +98,7 @@ impl RedisBroker {
         let (client, cmd, node) = connect(&cfg).await?;
         let b = Self::new(cfg, client, cmd, node, metrics);
         b.metrics.broker_up.set(0);
+        b.metrics.nodes.set(1);
         tracing::info!(
             "cluster node {} ({}) via Redis {}",
             b.node,
