@@ -104,7 +104,13 @@ impl Mesh {
         self.metrics
             .send_local
             .observe(start.elapsed().as_secs_f64());
-        let remote = self.broker.publish(ch, &msg).await;
+        let Some(forward) = self.broker.publish(ch, &msg) else {
+            return Published {
+                delivery: local,
+                ..Default::default()
+            };
+        };
+        let remote = forward.await;
         self.metrics
             .send_forward
             .observe(start.elapsed().as_secs_f64());

@@ -34,8 +34,8 @@ impl Broker for FakeBroker {
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
         Arc::new(crate::queue::local::LocalQueues::new(limits))
     }
-    fn publish<'a>(&'a self, _: &'a str, _: &Message) -> BoxFuture<'a, RemoteDelivery> {
-        Box::pin(async { RemoteDelivery::default() })
+    fn publish<'a>(&'a self, _: &'a str, _: &Message) -> Option<BoxFuture<'a, RemoteDelivery>> {
+        None
     }
     fn send<'a>(&'a self, id: ClientId, _: &Message) -> BoxFuture<'a, Result<(), BrokerError>> {
         Box::pin(async move { Err(BrokerError::UnknownClient(id.to_string())) })

@@ -125,8 +125,10 @@ pub trait Broker: Send + Sync {
     fn start(self: Arc<Self>, local: Arc<dyn Local>, stop: CancellationToken);
     /// The queue storage that goes with this engine.
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore>;
-    /// Publishes to the other nodes and collects what they delivered.
-    fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> BoxFuture<'a, RemoteDelivery>;
+    /// Publishes to the other nodes and collects what they delivered;
+    /// `None` when there is no other node to publish to (nothing to wait
+    /// for, nothing to count as forwarded).
+    fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> Option<BoxFuture<'a, RemoteDelivery>>;
     /// Sends a frame to a client of another node.
     fn send<'a>(&'a self, id: ClientId, msg: &Message) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Runs `conn.call` on a client of another node.

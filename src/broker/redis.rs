@@ -551,9 +551,9 @@ impl Broker for RedisBroker {
         super::redis_queue::RedisQueues::new(self, limits)
     }
 
-    fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> BoxFuture<'a, RemoteDelivery> {
+    fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> Option<BoxFuture<'a, RemoteDelivery>> {
         let (ftype, data) = parts(msg);
-        Box::pin(RedisBroker::publish(self, ch, ftype, data))
+        Some(Box::pin(RedisBroker::publish(self, ch, ftype, data)))
     }
 
     fn send<'a>(&'a self, id: ClientId, msg: &Message) -> BoxFuture<'a, Result<(), BrokerError>> {
