@@ -44,9 +44,7 @@ pub enum StartError {
     #[error("{0}")]
     Script(#[from] lua::ScriptError),
     #[error("{0}")]
-    Broker(#[from] broker::ConnectError),
-    #[error("cluster mode needs engine.cluster (the broker's Redis) in the config")]
-    NoCluster,
+    Broker(#[from] broker::OpenError),
 }
 
 /// How a node reaches others.
@@ -110,11 +108,8 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
         let metrics = Arc::new(metrics::Metrics::new());
-        let cluster = match mode {
-            Mode::Single => None,
-            Mode::Cluster => Some(config.engine.cluster.clone().ok_or(StartError::NoCluster)?),
-        };
-        let broker = broker::open(cluster, metrics.clone()).await?;
+        let clustered = mode == Mode::Cluster;
+        let broker = broker::open(&config.engine, clustered, metrics.clone()).await?;
         let hub = Arc::new(hub::Hub::new(broker.node()));
         let qcfg = &config.engine.luavm.queue;
         let store = broker.clone().queue_store(queue::QueueLimits {

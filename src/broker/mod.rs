@@ -10,7 +10,8 @@
 //! Engines: [`memory::MemoryBroker`] (`dev`/`single`: the node is the whole
 //! mesh, nothing external) and [`redis::RedisBroker`] (`engine`: nodes share
 //! one Redis). [`open`] picks one from the config; nothing outside this module
-//! knows which one runs. Each engine also provides the queue storage of its
+//! knows which one runs, and a new engine (NATS, Redis Cluster) is a new file
+//! here plus its config. Each engine also provides the queue storage of its
 //! kind ([`Broker::queue_store`]).
 
 pub mod interest;
@@ -23,7 +24,7 @@ pub mod subscriber;
 pub mod wire;
 
 use crate::client_id::ClientId;
-use crate::config::ClusterConfig;
+use crate::config::EngineConfig;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
 use crate::queue::{QueueLimits, QueueStore};
@@ -162,14 +163,25 @@ pub struct ConnectError {
     pub message: String,
 }
 
-/// The broker for this config: the Redis one when `cluster` is given,
-/// else the single-node one.
+/// Why no broker could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cluster mode needs engine.cluster (the broker's Redis) in the config")]
+    NoCluster,
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+}
+
+/// The broker for this node: the single-node one unless `clustered`, else
+/// the engine the config names (`engine.cluster`: Redis).
 pub async fn open(
-    cluster: Option<ClusterConfig>,
+    engine: &EngineConfig,
+    clustered: bool,
     metrics: Arc<Metrics>,
-) -> Result<Arc<dyn Broker>, ConnectError> {
-    match cluster {
-        None => Ok(memory::MemoryBroker::new(1, metrics)),
-        Some(cfg) => Ok(redis::RedisBroker::open(cfg, metrics).await?),
+) -> Result<Arc<dyn Broker>, OpenError> {
+    if !clustered {
+        return Ok(memory::MemoryBroker::new(1, metrics));
     }
+    let cfg = engine.cluster.clone().ok_or(OpenError::NoCluster)?;
+    Ok(redis::RedisBroker::open(cfg, metrics).await?)
 }

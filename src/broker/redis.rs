@@ -11,9 +11,11 @@
 //!   `p:nodechans:<n>` (channels of node `n`), so a publish knows whose
 //!   delivery counts to wait for, and a dead node's entries can be removed.
 //!
-//! This file holds the requests a node makes (publish, send, call) and the
-//! handling of what arrives; the subscription link and the heartbeat live in
-//! [`super::subscriber`] and [`super::membership`].
+//! This file holds the requests a node makes (publish, send, call), the
+//! handling of what arrives and the [`Broker`] implementation; connecting
+//! and key names live in [`super::redis_connect`], the subscription link and
+//! the heartbeat in [`super::subscriber`] and [`super::membership`], the
+//! cluster queues in [`super::redis_queue`].
 
 use super::interest::{InterestLog, Target};
 pub use super::redis_connect::{Names, connect, url};
