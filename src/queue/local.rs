@@ -73,7 +73,7 @@ impl LocalQueues {
 
     /// Queues a message; returns the topic's depth after the push.
     pub fn push(&self, msg: QueuedMessage) -> Result<usize, PushError> {
-        if msg.topic.is_empty() || msg.topic.len() > 256 {
+        if !super::valid_topic(&msg.topic) {
             return Err(PushError::InvalidTopic);
         }
         let mut g = self.inner.lock();

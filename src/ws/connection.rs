@@ -400,7 +400,7 @@ impl Driver<'_> {
     /// Whether frames must wait for the broker (see `ConnLocal::take_hold`).
     fn held(&mut self, cx: &mut Context<'_>) -> bool {
         if let Some(wait) = self.conn.take_hold() {
-            self.hold = Some(Box::pin(wait));
+            self.hold = Some(wait);
         }
         let Some(wait) = self.hold.as_mut() else {
             return false;
