@@ -212,6 +212,9 @@ impl RedisQueues {
                 .arg(&set)
                 .query_async(&mut cmd)
                 .await?;
+            if topics.is_empty() {
+                return Ok(HashMap::new());
+            }
             let mut pipe = redis::pipe();
             for t in &topics {
                 pipe.cmd("LLEN").arg(self.keys(t).0);
