@@ -31,14 +31,14 @@ struct Pending {
 }
 
 /// See the module documentation.
-pub struct InterestLog {
+pub struct PendingInterest {
     pending: Mutex<Pending>,
     /// Wakes the subscription link when something is pending.
     changed: Notify,
     applied: watch::Sender<u64>,
 }
 
-impl Default for InterestLog {
+impl Default for PendingInterest {
     fn default() -> Self {
         Self {
             pending: Mutex::new(Pending::default()),
@@ -48,7 +48,7 @@ impl Default for InterestLog {
     }
 }
 
-impl InterestLog {
+impl PendingInterest {
     /// Records that this node wants (or no longer wants) `target`; replaces
     /// whatever was pending for it.
     pub fn set(&self, target: Target, want: bool) {
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn changes_coalesce_per_target_and_the_latest_wins() {
-        let log = InterestLog::default();
+        let log = PendingInterest::default();
         for i in 0..100_000u32 {
             log.set(
                 Target::Channel(format!("c{}", i % 100)),
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn restore_never_overrides_a_newer_change() {
-        let log = InterestLog::default();
+        let log = PendingInterest::default();
         log.set(Target::Channel("a".into()), true);
         let (_, taken) = log.take();
         log.set(Target::Channel("a".into()), false);

@@ -17,7 +17,7 @@
 //! the heartbeat in [`super::subscriber`] and [`super::membership`], the
 //! cluster queues in [`super::redis_queue`].
 
-use super::interest::{InterestLog, Target};
+use super::interest::{PendingInterest, Target};
 pub use super::redis_connect::{Names, connect, url};
 use super::wire::{AckStatus, Wire};
 use super::{
@@ -62,8 +62,8 @@ pub struct RedisBroker {
     local: OnceLock<Arc<dyn Local>>,
     pub metrics: Arc<Metrics>,
     pub started: u64,
-    /// Which channels this node listens to, as numbered changes.
-    pub interest: InterestLog,
+    /// Channel interest changes not yet applied in Redis (one per channel).
+    pub interest: PendingInterest,
     next_req: AtomicU64,
     reports: Mutex<HashMap<u64, ReportSender>>,
     acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
@@ -138,7 +138,7 @@ impl RedisBroker {
             local: OnceLock::new(),
             metrics,
             started: unix_now(),
-            interest: InterestLog::default(),
+            interest: PendingInterest::default(),
             next_req: AtomicU64::new(1),
             reports: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
