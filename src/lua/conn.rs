@@ -42,8 +42,8 @@ pub struct ConnLocal {
     context_changed: Notify,
     /// Version of the entry script last run in `env` (hot reload).
     pub script_version: Cell<u64>,
-    /// Cluster: the broker interest change this connection's next frames
-    /// wait for (0: none), set by `conn:subscribe`.
+    /// Cluster: what this connection's next frames wait for (the broker
+    /// hearing its latest channels), set by `conn:subscribe`.
     hold_interest: RefCell<Option<BoxFuture<'static, ()>>>,
     ctx: Rc<CtxRef>,
 }
