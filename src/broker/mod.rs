@@ -7,10 +7,13 @@
 //! clients; local delivery stays in the hub, and deciding what is local
 //! stays in [`crate::mesh`].
 
+pub mod deadline;
 pub mod interest;
 pub mod membership;
 pub mod redis;
+pub mod requests;
 pub mod subscriber;
+pub mod sync;
 pub mod wire;
 
 use serde::Serialize;

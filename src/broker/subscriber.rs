@@ -33,9 +33,14 @@ pub fn spawn(
             if stop.is_cancelled() {
                 return;
             }
-            let connected =
-                tokio::time::timeout(Duration::from_secs(2), b.client.get_async_pubsub()).await;
-            let Ok(Ok(pubsub)) = connected else {
+            // The epoch is read first, so the marker set below never vouches
+            // for subscriptions made on an earlier Redis data set.
+            let connected = tokio::time::timeout(Duration::from_secs(2), async {
+                let epoch = super::sync::epoch(&b).await?;
+                Ok::<_, redis::RedisError>((epoch, b.client.get_async_pubsub().await?))
+            })
+            .await;
+            let Ok(Ok((epoch, pubsub))) = connected else {
                 let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -46,7 +51,8 @@ pub fn spawn(
             };
             backoff = MIN_BACKOFF;
             let (mut sink, mut stream) = pubsub.split();
-            if let Err(e) = resubscribe(&b, &mut sink).await {
+            super::sync::test_hold().await;
+            if let Err(e) = resync(&b, &mut sink, &epoch).await {
                 tracing::warn!("broker: subscribing after connect failed: {e}");
                 continue;
             }
@@ -60,6 +66,12 @@ pub fn spawn(
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = b.sync.resync_wanted() => {
+                        if let Err(e) = resync(&b, &mut sink, &epoch).await {
+                            tracing::warn!("broker: registering again failed: {e}");
+                            break;
+                        }
+                    }
                     m = stream.next() => match m {
                         Some(msg) => {
                             let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
@@ -89,8 +101,19 @@ pub fn spawn(
             b.subscriber_up.store(false, Ordering::Release);
             b.update_up_metric();
             tracing::warn!("broker: subscription link lost; delivering locally and reconnecting");
+            super::sync::unmark(&b).await;
         }
     });
+}
+
+/// Subscribes and registers everything, then marks this node synced.
+async fn resync(
+    b: &Arc<RedisBroker>,
+    sink: &mut redis::aio::PubSubSink,
+    epoch: &str,
+) -> redis::RedisResult<()> {
+    resubscribe(b, sink).await?;
+    super::sync::mark_synced(b, epoch).await
 }
 
 /// Subscribes to this node's channel and every channel the hub has now, and

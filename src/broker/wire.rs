@@ -4,6 +4,10 @@
 //! then the payload as is (message data is never re-encoded). Channel
 //! messages travel on `<prefix>:ch:<channel>`, everything else on the
 //! addressed node's `<prefix>:node:<n>`.
+//!
+//! Publishes, sends and calls carry a deadline on Redis's clock (unix ms,
+//! 0 = none): a node that receives one after it drops it, because the
+//! sender has already answered its caller (see [`super::deadline`]).
 
 use crate::hub::ClientId;
 use crate::mesh::FrameType;
@@ -16,6 +20,7 @@ pub enum Wire {
     Publish {
         origin: u32,
         req: u64,
+        deadline: u64,
         ftype: FrameType,
         data: Bytes,
     },
@@ -25,6 +30,7 @@ pub enum Wire {
     Send {
         origin: u32,
         req: u64,
+        deadline: u64,
         client: ClientId,
         ftype: FrameType,
         data: Bytes,
@@ -33,6 +39,7 @@ pub enum Wire {
     Call {
         origin: u32,
         req: u64,
+        deadline: u64,
         client: ClientId,
         call: Bytes,
     },
@@ -52,6 +59,8 @@ pub enum AckStatus {
     UnknownClient = 1,
     Busy = 2,
     Failed = 3,
+    /// It arrived after its deadline and was dropped.
+    Expired = 4,
 }
 
 impl AckStatus {
@@ -61,6 +70,7 @@ impl AckStatus {
             1 => AckStatus::UnknownClient,
             2 => AckStatus::Busy,
             3 => AckStatus::Failed,
+            4 => AckStatus::Expired,
             _ => return None,
         })
     }
@@ -88,13 +98,15 @@ impl Wire {
             Wire::Publish {
                 origin,
                 req,
+                deadline,
                 ftype,
                 data,
             } => {
-                b.reserve(14 + data.len());
+                b.reserve(22 + data.len());
                 b.put_u8(b'P');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
+                b.put_u64_le(*deadline);
                 b.put_u8(ftype_byte(*ftype));
                 b.put_slice(data);
             }
@@ -108,6 +120,7 @@ impl Wire {
             Wire::Send {
                 origin,
                 req,
+                deadline,
                 client,
                 ftype,
                 data,
@@ -115,6 +128,7 @@ impl Wire {
                 b.put_u8(b'S');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
+                b.put_u64_le(*deadline);
                 b.put_u64_le(*client);
                 b.put_u8(ftype_byte(*ftype));
                 b.put_slice(data);
@@ -122,12 +136,14 @@ impl Wire {
             Wire::Call {
                 origin,
                 req,
+                deadline,
                 client,
                 call,
             } => {
                 b.put_u8(b'C');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
+                b.put_u64_le(*deadline);
                 b.put_u64_le(*client);
                 b.put_slice(call);
             }
@@ -155,13 +171,15 @@ impl Wire {
         let kind = b.get_u8();
         let need = |b: &Bytes, n: usize| b.remaining() >= n;
         Some(match kind {
-            b'P' if need(&b, 13) => {
+            b'P' if need(&b, 21) => {
                 let origin = b.get_u32_le();
                 let req = b.get_u64_le();
+                let deadline = b.get_u64_le();
                 let ftype = ftype_from(b.get_u8())?;
                 Wire::Publish {
                     origin,
                     req,
+                    deadline,
                     ftype,
                     data: b,
                 }
@@ -172,22 +190,25 @@ impl Wire {
                 s: b.get_u64_le(),
                 f: b.get_u64_le(),
             },
-            b'S' if need(&b, 21) => {
+            b'S' if need(&b, 29) => {
                 let origin = b.get_u32_le();
                 let req = b.get_u64_le();
+                let deadline = b.get_u64_le();
                 let client = b.get_u64_le();
                 let ftype = ftype_from(b.get_u8())?;
                 Wire::Send {
                     origin,
                     req,
+                    deadline,
                     client,
                     ftype,
                     data: b,
                 }
             }
-            b'C' if need(&b, 20) => Wire::Call {
+            b'C' if need(&b, 28) => Wire::Call {
                 origin: b.get_u32_le(),
                 req: b.get_u64_le(),
+                deadline: b.get_u64_le(),
                 client: b.get_u64_le(),
                 call: b,
             },
@@ -212,6 +233,7 @@ mod tests {
             Wire::Publish {
                 origin: 3,
                 req: 9,
+                deadline: 1_700_000_000_123,
                 ftype: FrameType::Binary,
                 data: Bytes::from_static(b"\0\xffdata"),
             },
@@ -224,6 +246,7 @@ mod tests {
             Wire::Send {
                 origin: 1,
                 req: 4,
+                deadline: 0,
                 client: 7 << 32 | 5,
                 ftype: FrameType::Text,
                 data: Bytes::from_static(b"hi"),
@@ -231,6 +254,7 @@ mod tests {
             Wire::Call {
                 origin: 1,
                 req: 5,
+                deadline: 42,
                 client: 8,
                 call: Bytes::from_static(br#"{"f":"subscribe","a":["x"]}"#),
             },
@@ -239,6 +263,12 @@ mod tests {
                 req: 5,
                 status: AckStatus::UnknownClient,
                 message: "client 8 not found".into(),
+            },
+            Wire::Ack {
+                from: 2,
+                req: 6,
+                status: AckStatus::Expired,
+                message: String::new(),
             },
         ];
         for w in all {
