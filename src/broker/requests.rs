@@ -239,18 +239,17 @@ impl RedisBroker {
         let mut cmd = self.cmd.clone();
         let mut invocation = NODE_SCRIPT.key(self.names.node_channel(node));
         invocation.arg(msg.encode().as_ref()).arg(deadline);
-        let receivers: i64 = match tokio::time::timeout_at(until, invocation.invoke_async(&mut cmd))
-            .await
-        {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(BrokerError::Down(e.to_string())),
-            Err(_) => {
-                return Err(BrokerError::Down(
+        let receivers: i64 =
+            match tokio::time::timeout_at(until, invocation.invoke_async(&mut cmd)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(BrokerError::Down(e.to_string())),
+                Err(_) => {
+                    return Err(BrokerError::Down(
                     "no answer from Redis in time; not delivered (it is dropped past its deadline)"
                         .into(),
                 ));
-            }
-        };
+                }
+            };
         if receivers == EXPIRED {
             return Err(BrokerError::Down(
                 "Redis took it after its deadline; not delivered".into(),
