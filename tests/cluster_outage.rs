@@ -300,8 +300,16 @@ async fn redis_stall_failed_answers_are_not_delivered_later() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     redis.resume();
-    let failed = backend.count(Told::Failed);
-    assert!(failed > 0, "the stall must have failed some requests");
+    // Some requests were handed to the stalled Redis (not just refused as
+    // "link down"): those are the ones it would carry out on resuming.
+    let timed_out = |x: &&Asked| {
+        let text = x.answer.to_string();
+        text.contains("timed out") || text.contains("in time")
+    };
+    assert!(
+        backend.asked.iter().filter(timed_out).count() >= 2,
+        "no request reached the stalled Redis"
+    );
 
     let mut delivered = 0;
     for i in 0.. {
