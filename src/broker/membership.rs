@@ -86,8 +86,6 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
 /// What the heartbeat remembers between beats.
 #[derive(Default)]
 struct View {
-    /// When each live node's key was last read.
-    last_seen: HashMap<u32, Instant>,
     /// The Redis data set's epoch at the last beat.
     epoch: Option<String>,
     /// When Redis was last back after an outage or a loss of its data.
@@ -124,6 +122,7 @@ async fn beat(b: &Arc<RedisBroker>, view: &mut View) -> redis::RedisResult<()> {
         tracing::info!("broker: Redis lost its data; waiting for every node to re-register");
         view.recovered_at = Some(Instant::now());
     }
+    b.sync.set_seen_epoch(epoch.as_deref().unwrap_or(""));
     view.epoch = epoch;
     // A beat slower than a heartbeat means Redis stalled: keys may have
     // expired by its clock while no node could renew them.
@@ -131,13 +130,11 @@ async fn beat(b: &Arc<RedisBroker>, view: &mut View) -> redis::RedisResult<()> {
     if started.elapsed() > every {
         view.recovered_at = Some(Instant::now());
     }
-    // A node vanished from the member set without its key expiring means
-    // Redis lost its data (a restart): the node announces itself again
-    // within a heartbeat, so it stays counted for two. After an outage or a
-    // stall, nodes (whose keys may have expired meanwhile) stay counted
-    // until they had `nodeExpiry` and two heartbeats to come back.
-    let grace = every * 2;
-    let hold = Duration::from_secs(b.cfg.node_expiry) + grace;
+    // A node vanished from the member set while Redis kept its data set has
+    // left (or was forgotten). After Redis lost its data, or after an outage
+    // or a stall (keys may have expired meanwhile), nodes stay counted until
+    // they had `nodeExpiry` and two heartbeats to announce themselves again.
+    let hold = Duration::from_secs(b.cfg.node_expiry) + every * 2;
     let recovering = view.recovered_at.is_some_and(|t| t.elapsed() < hold);
     // Forgotten by another node (our key expired during a stall) while our
     // link stayed up: register again.
@@ -179,17 +176,14 @@ async fn beat(b: &Arc<RedisBroker>, view: &mut View) -> redis::RedisResult<()> {
             }
         }
     }
-    let now = Instant::now();
-    for n in live.keys() {
-        view.last_seen.insert(*n, now);
-    }
+    let mut held = Vec::new();
     for (n, info) in b.live.read().iter() {
-        let recent = view.last_seen.get(n).is_some_and(|t| now - *t < grace);
-        if (recent || recovering) && !live.contains_key(n) && !expired.contains(n) {
+        if recovering && !live.contains_key(n) && !expired.contains(n) {
             live.insert(*n, info.clone());
+            held.push(*n);
         }
     }
-    view.last_seen.retain(|n, _| live.contains_key(n));
+    b.sync.set_held(held);
     let before: Vec<u32> = b.live.read().keys().copied().collect();
     for n in live.keys().filter(|n| !before.contains(n)) {
         tracing::info!("broker: node {n} ({}) joined", live[n].id);

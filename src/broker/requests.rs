@@ -11,7 +11,7 @@
 
 use super::deadline::{EXPIRED, with_deadline};
 use super::redis::RedisBroker;
-use super::sync::synced_key;
+use super::sync::{epoch_key, synced_key};
 use super::wire::{AckStatus, Wire};
 use super::{BrokerError, RemoteDelivery};
 use crate::hub::{ClientId, node_of};
@@ -25,8 +25,9 @@ use tokio::time::Instant;
 
 /// Publishes (unless the deadline `ARGV[2]` passed) and returns the number
 /// of receiving links, the nodes registered for the channel, and the nodes
-/// (members of `p:nodes`, plus the publisher's live view in `ARGV[3..]`)
-/// whose subscriptions are not known to be in place.
+/// whose subscriptions are not known to be in place: members of `p:nodes`,
+/// plus, when the epoch is no longer `ARGV[3]` (Redis lost its data since
+/// the publisher's last heartbeat), the publisher's live view `ARGV[4..]`.
 static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&with_deadline(
         r#"
@@ -40,7 +41,9 @@ local function check(m)
   end
 end
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do check(m) end
-for i = 3, #ARGV do check(ARGV[i]) end
+if redis.call('GET', KEYS[5]) ~= ARGV[3] then
+  for i = 4, #ARGV do check(ARGV[i]) end
+end
 return {n, members, unsynced}
 "#,
         "{-1, {}, {}}",
@@ -110,8 +113,10 @@ impl RedisBroker {
             .key(self.names.chnodes(ch))
             .key(self.names.nodes())
             .key(synced_key(&self.names.prefix))
+            .key(epoch_key(&self.names.prefix))
             .arg(payload.as_ref())
             .arg(deadline)
+            .arg(self.sync.seen_epoch())
             .arg(live);
         let mut cmd = self.cmd.clone();
         let invoked = invocation.invoke_async::<(i64, Vec<u32>, Vec<u32>)>(&mut cmd);
@@ -125,7 +130,11 @@ impl RedisBroker {
         }
         // Nodes whose subscriptions may be missing are named unless they
         // report; they are not waited for (they may never hear it).
-        let unsynced: HashSet<u32> = unsynced.into_iter().filter(|n| *n != self.node).collect();
+        let unsynced: HashSet<u32> = unsynced
+            .into_iter()
+            .chain(self.sync.held())
+            .filter(|n| *n != self.node)
+            .collect();
         let mut expected: HashSet<u32> = {
             let live = self.live.read();
             members

@@ -46,9 +46,36 @@ pub const HOLD_ENV: &str = "CONNMIX_TEST_HOLD_RESUBSCRIBE";
 #[derive(Default)]
 pub struct SyncState {
     resync: Notify,
+    /// The epoch the heartbeat last read (empty before the first beat).
+    seen_epoch: parking_lot::Mutex<String>,
+    /// Nodes counted as live only because Redis may have lost or expired
+    /// their entries: they have not announced themselves again.
+    held: parking_lot::Mutex<Vec<u32>>,
 }
 
 impl SyncState {
+    /// Records the nodes the heartbeat keeps without their announcement.
+    pub fn set_held(&self, nodes: Vec<u32>) {
+        *self.held.lock() = nodes;
+    }
+
+    /// See [`SyncState::set_held`]: a publish names them in `missing`.
+    pub fn held(&self) -> Vec<u32> {
+        self.held.lock().clone()
+    }
+
+    /// Records the epoch read by the heartbeat.
+    pub fn set_seen_epoch(&self, epoch: &str) {
+        *self.seen_epoch.lock() = epoch.to_string();
+    }
+
+    /// The epoch of the data set the heartbeat last saw: while Redis still
+    /// has it, a node missing from `p:nodes` has left (or was forgotten),
+    /// rather than not yet announced itself again after a restart.
+    pub fn seen_epoch(&self) -> String {
+        self.seen_epoch.lock().clone()
+    }
+
     /// Asks the subscription link to subscribe and register everything again.
     pub fn request_resync(&self) {
         self.resync.notify_one();
