@@ -7,7 +7,10 @@
 //!
 //! Publishes, sends and calls carry a deadline on Redis's clock (unix ms,
 //! 0 = none): a node that receives one after it drops it, because the
-//! sender has already answered its caller (see [`super::deadline`]).
+//! sender has already answered its caller (see [`super::deadline`]). They
+//! use the kinds `p`, `s`, `c`; the earlier `P`, `S`, `C` (no deadline) are
+//! still read, and a node that predates deadlines ignores the new kinds
+//! instead of misreading them (its publisher then lists it in `missing`).
 
 use crate::hub::ClientId;
 use crate::mesh::FrameType;
@@ -103,7 +106,7 @@ impl Wire {
                 data,
             } => {
                 b.reserve(22 + data.len());
-                b.put_u8(b'P');
+                b.put_u8(b'p');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
                 b.put_u64_le(*deadline);
@@ -125,7 +128,7 @@ impl Wire {
                 ftype,
                 data,
             } => {
-                b.put_u8(b'S');
+                b.put_u8(b's');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
                 b.put_u64_le(*deadline);
@@ -140,7 +143,7 @@ impl Wire {
                 client,
                 call,
             } => {
-                b.put_u8(b'C');
+                b.put_u8(b'c');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
                 b.put_u64_le(*deadline);
@@ -170,11 +173,14 @@ impl Wire {
         }
         let kind = b.get_u8();
         let need = |b: &Bytes, n: usize| b.remaining() >= n;
+        // The lowercase kinds carry a deadline after `req`.
+        let dl = if kind.is_ascii_lowercase() { 8 } else { 0 };
+        let deadline = |b: &mut Bytes| if dl > 0 { b.get_u64_le() } else { 0 };
         Some(match kind {
-            b'P' if need(&b, 21) => {
+            b'P' | b'p' if need(&b, 13 + dl) => {
                 let origin = b.get_u32_le();
                 let req = b.get_u64_le();
-                let deadline = b.get_u64_le();
+                let deadline = deadline(&mut b);
                 let ftype = ftype_from(b.get_u8())?;
                 Wire::Publish {
                     origin,
@@ -190,10 +196,10 @@ impl Wire {
                 s: b.get_u64_le(),
                 f: b.get_u64_le(),
             },
-            b'S' if need(&b, 29) => {
+            b'S' | b's' if need(&b, 21 + dl) => {
                 let origin = b.get_u32_le();
                 let req = b.get_u64_le();
-                let deadline = b.get_u64_le();
+                let deadline = deadline(&mut b);
                 let client = b.get_u64_le();
                 let ftype = ftype_from(b.get_u8())?;
                 Wire::Send {
@@ -205,10 +211,10 @@ impl Wire {
                     data: b,
                 }
             }
-            b'C' if need(&b, 28) => Wire::Call {
+            b'C' | b'c' if need(&b, 20 + dl) => Wire::Call {
                 origin: b.get_u32_le(),
                 req: b.get_u64_le(),
-                deadline: b.get_u64_le(),
+                deadline: deadline(&mut b),
                 client: b.get_u64_le(),
                 call: b,
             },
@@ -275,6 +281,25 @@ mod tests {
             assert_eq!(Wire::decode(w.encode()), Some(w));
         }
         assert_eq!(Wire::decode(Bytes::from_static(b"Px")), None);
+        assert_eq!(
+            Wire::decode(Bytes::from_static(b"p\x01\0\0\0\0\0\0\0\0\0\0\0\0")),
+            None
+        );
+        // The kinds without a deadline (nodes of earlier versions).
+        let mut old = vec![b'P'];
+        old.extend_from_slice(&3u32.to_le_bytes());
+        old.extend_from_slice(&9u64.to_le_bytes());
+        old.extend_from_slice(b"\x00hi");
+        assert_eq!(
+            Wire::decode(Bytes::from(old)),
+            Some(Wire::Publish {
+                origin: 3,
+                req: 9,
+                deadline: 0,
+                ftype: FrameType::Text,
+                data: Bytes::from_static(b"hi"),
+            })
+        );
         assert_eq!(Wire::decode(Bytes::new()), None);
     }
 }
