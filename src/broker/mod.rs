@@ -38,7 +38,8 @@ pub struct NodeInfo {
 pub struct RemoteDelivery {
     pub success: u64,
     pub fail: u64,
-    /// Nodes expected to report that did not before the deadline.
+    /// Nodes whose delivery is unknown: expected to report and did not
+    /// before the deadline, or subscriptions not known to be in place.
     pub missing: Vec<String>,
     /// Set when the broker could not be used at all.
     pub error: Option<String>,
