@@ -14,13 +14,16 @@
 //! here plus its config. Each engine also provides the queue storage of its
 //! kind ([`Broker::queue_store`]).
 
+pub mod deadline;
 pub mod interest;
 pub mod membership;
 pub mod memory;
 pub mod redis;
 pub mod redis_connect;
 pub mod redis_queue;
+pub mod requests;
 pub mod subscriber;
+pub mod sync;
 pub mod wire;
 
 use crate::client_id::ClientId;
@@ -58,7 +61,8 @@ pub struct NodeInfo {
 pub struct RemoteDelivery {
     pub success: u64,
     pub fail: u64,
-    /// Nodes expected to report that did not before the deadline.
+    /// Nodes whose delivery is unknown: expected to report and did not
+    /// before the deadline, or subscriptions not known to be in place.
     pub missing: Vec<String>,
     /// Set when the broker could not be used at all.
     pub error: Option<String>,
@@ -71,8 +75,6 @@ pub enum BrokerError {
     Down(String),
     #[error("node {0} is not alive")]
     UnknownNode(u32),
-    #[error("node {0} did not answer in time")]
-    Timeout(u32),
     #[error("{0}")]
     Remote(String),
     #[error("client not found: {0}")]

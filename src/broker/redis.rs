@@ -10,42 +10,40 @@
 //!   `p:chnodes:<channel>` (nodes with subscribers of a channel) and
 //!   `p:nodechans:<n>` (channels of node `n`), so a publish knows whose
 //!   delivery counts to wait for, and a dead node's entries can be removed.
+//! - `p:epoch`, `p:synced`: which nodes have their subscriptions in place
+//!   (see [`super::sync`]).
 //!
-//! This file holds the requests a node makes (publish, send, call), the
-//! handling of what arrives and the [`Broker`] implementation; connecting
-//! and key names live in [`super::redis_connect`], the subscription link and
-//! the heartbeat in [`super::subscriber`] and [`super::membership`], the
-//! cluster queues in [`super::redis_queue`].
+//! This file holds the handling of what arrives and the [`Broker`]
+//! implementation; the requests a node makes (publish, send, call) live in
+//! [`super::requests`], connecting and key names in
+//! [`super::redis_connect`], the subscription link and the heartbeat in
+//! [`super::subscriber`] and [`super::membership`], the cluster queues in
+//! [`super::redis_queue`].
 
+use super::deadline::RedisClock;
 use super::interest::{PendingInterest, Target};
 pub use super::redis_connect::{Names, connect, url};
+use super::sync::SyncState;
 use super::wire::{AckStatus, Wire};
 use super::{
     BoxFuture, Broker, BrokerError, ConnectError, Local, LocalError, NodeInfo, RemoteDelivery,
 };
-use crate::client_id::{ClientId, node_of};
+use crate::client_id::ClientId;
 use crate::config::ClusterConfig;
-use crate::frame::{FrameType, frame, parts};
+use crate::frame::{frame, parts};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
 use crate::queue::{QueueLimits, QueueStore};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::ConnectionManager;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
-
-/// Publishes and lists who should report, in one round trip.
-const PUBLISH_SCRIPT: &str = r#"
-local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
-if n == 0 then return {0, {}} end
-return {n, redis.call('SMEMBERS', KEYS[2])}
-"#;
 
 /// Where a node's delivery counts `(node, success, fail)` for a publish go.
 type ReportSender = mpsc::UnboundedSender<(u32, u64, u64)>;
@@ -65,14 +63,17 @@ pub struct RedisBroker {
     /// Channel interest changes not yet applied in Redis (one per channel).
     pub interest: PendingInterest,
     next_req: AtomicU64,
-    reports: Mutex<HashMap<u64, ReportSender>>,
-    acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
+    pub(super) reports: Mutex<HashMap<u64, ReportSender>>,
+    pub(super) acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
+    /// Redis's clock as this node sees it (request deadlines).
+    pub clock: RedisClock,
+    /// Whether this node's subscriptions are marked in place.
+    pub sync: SyncState,
     /// Live nodes other than this one, by number.
     pub live: RwLock<HashMap<u32, NodeInfo>>,
     /// Both Redis links work.
     pub subscriber_up: AtomicBool,
     pub commands_up: AtomicBool,
-    publish_script: redis::Script,
     /// Queue topics with local consumers (reference counted) and who to
     /// wake when one is announced.
     watched: Mutex<HashMap<String, usize>>,
@@ -142,10 +143,11 @@ impl RedisBroker {
             next_req: AtomicU64::new(1),
             reports: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            clock: RedisClock::default(),
+            sync: SyncState::default(),
             live: RwLock::new(HashMap::new()),
             subscriber_up: AtomicBool::new(false),
             commands_up: AtomicBool::new(true),
-            publish_script: redis::Script::new(PUBLISH_SCRIPT),
             watched: Mutex::new(HashMap::new()),
             topic_waker: OnceLock::new(),
             this: this.clone(),
@@ -208,164 +210,21 @@ impl RedisBroker {
             .collect()
     }
 
-    fn req(&self) -> u64 {
+    pub(super) fn req(&self) -> u64 {
         self.next_req.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn down(&self) -> Option<BrokerError> {
+    pub(super) fn down(&self) -> Option<BrokerError> {
         (!self.is_up()).then(|| BrokerError::Down("Redis link is down".into()))
     }
 
     /// The name of a live node, for reports.
-    fn node_name(&self, n: u32) -> String {
+    pub(super) fn node_name(&self, n: u32) -> String {
         self.live
             .read()
             .get(&n)
             .map(|i| i.id.clone())
             .unwrap_or_else(|| format!("node {n}"))
-    }
-
-    /// Publishes to other nodes and collects their delivery counts.
-    pub async fn publish(&self, ch: &str, ftype: FrameType, data: Bytes) -> RemoteDelivery {
-        if let Some(e) = self.down() {
-            return RemoteDelivery {
-                error: Some(e.to_string()),
-                ..Default::default()
-            };
-        }
-        let req = self.req();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.reports.lock().insert(req, tx);
-        let payload = Wire::Publish {
-            origin: self.node,
-            req,
-            ftype,
-            data,
-        }
-        .encode();
-        let mut cmd = self.cmd.clone();
-        let mut invocation = self.publish_script.key(self.names.channel(ch));
-        invocation.key(self.names.chnodes(ch)).arg(payload.as_ref());
-        let invoked = invocation.invoke_async::<(i64, Vec<u32>)>(&mut cmd);
-        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let members = match tokio::time::timeout(timeout, invoked).await {
-            Ok(Ok((_, members))) => members,
-            Ok(Err(e)) => {
-                self.reports.lock().remove(&req);
-                return RemoteDelivery {
-                    error: Some(format!("broker unavailable: {e}")),
-                    ..Default::default()
-                };
-            }
-            Err(_) => {
-                self.reports.lock().remove(&req);
-                return RemoteDelivery {
-                    error: Some("broker unavailable: publish timed out".into()),
-                    ..Default::default()
-                };
-            }
-        };
-        let mut expected: HashSet<u32> = {
-            let live = self.live.read();
-            members
-                .into_iter()
-                .filter(|m| *m != self.node && live.contains_key(m))
-                .collect()
-        };
-        let mut out = RemoteDelivery::default();
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !expected.is_empty() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((from, s, f))) => {
-                    expected.remove(&from);
-                    out.success += s;
-                    out.fail += f;
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        self.reports.lock().remove(&req);
-        let mut missing: Vec<u32> = expected.into_iter().collect();
-        missing.sort_unstable();
-        out.missing = missing.into_iter().map(|n| self.node_name(n)).collect();
-        out
-    }
-
-    /// Sends a frame to a client of another node.
-    pub async fn send(
-        &self,
-        client: ClientId,
-        ftype: FrameType,
-        data: Bytes,
-    ) -> Result<(), BrokerError> {
-        let req = self.req();
-        let msg = Wire::Send {
-            origin: self.node,
-            req,
-            client,
-            ftype,
-            data,
-        };
-        self.request(node_of(client), req, msg).await
-    }
-
-    /// Runs `conn.call` on a client of another node.
-    pub async fn call(
-        &self,
-        client: ClientId,
-        func: &str,
-        args: Vec<serde_json::Value>,
-    ) -> Result<(), BrokerError> {
-        let req = self.req();
-        let call = serde_json::json!({"f": func, "a": args}).to_string();
-        let msg = Wire::Call {
-            origin: self.node,
-            req,
-            client,
-            call: Bytes::from(call),
-        };
-        self.request(node_of(client), req, msg).await
-    }
-
-    async fn request(&self, node: u32, req: u64, msg: Wire) -> Result<(), BrokerError> {
-        if let Some(e) = self.down() {
-            return Err(e);
-        }
-        if !self.live.read().contains_key(&node) {
-            return Err(BrokerError::UnknownNode(node));
-        }
-        let (tx, rx) = oneshot::channel();
-        self.acks.lock().insert(req, tx);
-        let timeout = Duration::from_millis(self.cfg.call_timeout_ms);
-        let result = async {
-            let mut cmd = self.cmd.clone();
-            let receivers: i64 = tokio::time::timeout(
-                timeout,
-                redis::cmd("PUBLISH")
-                    .arg(self.names.node_channel(node))
-                    .arg(msg.encode().as_ref())
-                    .query_async(&mut cmd),
-            )
-            .await
-            .map_err(|_| BrokerError::Down("publish timed out".into()))?
-            .map_err(|e| BrokerError::Down(e.to_string()))?;
-            if receivers == 0 {
-                return Err(BrokerError::UnknownNode(node));
-            }
-            let (status, message) = tokio::time::timeout(timeout, rx)
-                .await
-                .map_err(|_| BrokerError::Timeout(node))?
-                .map_err(|_| BrokerError::Timeout(node))?;
-            match status {
-                AckStatus::Ok => Ok(()),
-                AckStatus::UnknownClient => Err(BrokerError::UnknownClient(message)),
-                AckStatus::Busy => Err(BrokerError::Busy(message)),
-                AckStatus::Failed => Err(BrokerError::Remote(message)),
-            }
-        }
-        .await;
-        self.acks.lock().remove(&req);
-        result
     }
 
     /// Fire-and-forget PUBLISH to a node (reports and acks).
@@ -398,11 +257,17 @@ impl RedisBroker {
             Wire::Publish {
                 origin,
                 req,
+                deadline,
                 ftype,
                 data,
             } => {
                 // Our own publish comes back to us: it was delivered locally.
                 if origin == self.node {
+                    return;
+                }
+                // The publisher has answered "not delivered" by now.
+                if self.clock.passed(deadline) {
+                    tracing::debug!("dropping a publish that arrived after its deadline");
                     return;
                 }
                 let Some(ch) = self.names.strip_channel(redis_channel) else {
@@ -442,11 +307,13 @@ impl RedisBroker {
             Wire::Send {
                 origin,
                 req,
+                deadline,
                 client,
                 ftype,
                 data,
             } => {
                 let (status, message) = match (frame(data, ftype), self.local()) {
+                    _ if self.clock.passed(deadline) => (AckStatus::Expired, String::new()),
                     (Err(e), _) => (AckStatus::Failed, e.to_string()),
                     (Ok(_), None) => (
                         AckStatus::UnknownClient,
@@ -467,12 +334,17 @@ impl RedisBroker {
             Wire::Call {
                 origin,
                 req,
+                deadline,
                 client,
                 call,
             } => {
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let (status, message) = this.apply_call(client, &call).await;
+                    let (status, message) = if this.clock.passed(deadline) {
+                        (AckStatus::Expired, String::new())
+                    } else {
+                        this.apply_call(client, &call).await
+                    };
                     this.reply(
                         origin,
                         Wire::Ack {

@@ -8,7 +8,9 @@
 //! before it is applied: if the channel has one again, it stays subscribed.
 //! When the link drops, the node keeps delivering locally, reconnects with
 //! backoff and jitter, and subscribes again to exactly the channels it has
-//! now, so nothing is missed twice and nothing is delivered twice.
+//! now, so nothing is missed twice and nothing is delivered twice. Once all
+//! of that is in place it marks the node synced ([`super::sync`]); a failed
+//! re-subscription backs off like a failed connect.
 
 use super::interest::Target;
 use super::redis::RedisBroker;
@@ -30,23 +32,32 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
             if stop.is_cancelled() {
                 return;
             }
-            let connected =
-                tokio::time::timeout(Duration::from_secs(2), b.client.get_async_pubsub()).await;
-            let Ok(Ok(pubsub)) = connected else {
-                let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            // The epoch is read first, so the marker set below never vouches
+            // for subscriptions made on an earlier Redis data set.
+            let connected = tokio::time::timeout(Duration::from_secs(2), async {
+                let epoch = super::sync::epoch(&b).await?;
+                Ok::<_, redis::RedisError>((epoch, b.client.get_async_pubsub().await?))
+            })
+            .await;
+            let Ok(Ok((epoch, pubsub))) = connected else {
+                if !pause(&stop, &mut backoff).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             };
-            backoff = MIN_BACKOFF;
             let (mut sink, mut stream) = pubsub.split();
-            if let Err(e) = resubscribe(&b, &mut sink).await {
+            super::sync::test_hold().await;
+            if let Err(e) = resync(&b, &mut sink, &epoch).await {
+                // Connecting works but subscribing does not (Redis refuses,
+                // or lost its data meanwhile): back off as for a failed
+                // connect instead of retrying at once.
                 tracing::warn!("broker: subscribing after connect failed: {e}");
+                if !pause(&stop, &mut backoff).await {
+                    return;
+                }
                 continue;
             }
+            backoff = MIN_BACKOFF;
             b.subscriber_up.store(true, Ordering::Release);
             b.update_up_metric();
             tracing::info!(
@@ -57,6 +68,12 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = b.sync.resync_wanted() => {
+                        if let Err(e) = resync(&b, &mut sink, &epoch).await {
+                            tracing::warn!("broker: registering again failed: {e}");
+                            break;
+                        }
+                    }
                     m = stream.next() => match m {
                         Some(msg) => {
                             let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
@@ -77,8 +94,31 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
             b.subscriber_up.store(false, Ordering::Release);
             b.update_up_metric();
             tracing::warn!("broker: subscription link lost; delivering locally and reconnecting");
+            super::sync::unmark(&b).await;
         }
     });
+}
+
+/// Waits `backoff` plus jitter before the next attempt and doubles it (up to
+/// [`MAX_BACKOFF`]); `false` when the node stops meanwhile.
+async fn pause(stop: &CancellationToken, backoff: &mut Duration) -> bool {
+    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
+    let stopped = tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(*backoff + Duration::from_millis(jitter)) => false,
+    };
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    !stopped
+}
+
+/// Subscribes and registers everything, then marks this node synced.
+async fn resync(
+    b: &Arc<RedisBroker>,
+    sink: &mut redis::aio::PubSubSink,
+    epoch: &str,
+) -> redis::RedisResult<()> {
+    resubscribe(b, sink).await?;
+    super::sync::mark_synced(b, epoch).await
 }
 
 /// Subscribes to this node's channel and every channel it has subscribers
@@ -158,10 +198,13 @@ async fn apply(
             sink.subscribe(names).await?;
             register(b, chunk, true).await?;
         }
+        // The registration goes first: a publish between the two steps then
+        // does not wait for (and name as `missing`) a node that no longer
+        // listens, while the node may still deliver it (it has nobody to).
         for chunk in leave.chunks(BATCH) {
+            register(b, chunk, false).await?;
             let names: Vec<String> = chunk.iter().map(|c| b.names.channel(c)).collect();
             sink.unsubscribe(names).await?;
-            register(b, chunk, false).await?;
         }
         for chunk in watch.chunks(BATCH) {
             sink.subscribe(chunk.to_vec()).await?;
