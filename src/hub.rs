@@ -7,6 +7,7 @@
 //! to Lua; [`crate::mesh`] decides what crosses nodes and tells the broker
 //! about the first/last local subscriber the hub reports.
 
+use crate::client_id::{self, ClientId};
 use crate::outbox::{Outbound, Outbox, PushError};
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -14,20 +15,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tungstenite::Message;
-
-/// A client id: the node number in the high 32 bits, a sequence in the low.
-/// Written as a decimal string to users, so a client id names its node.
-pub type ClientId = u64;
-
-/// The node number encoded in a client id.
-pub fn node_of(id: ClientId) -> u32 {
-    (id >> 32) as u32
-}
-
-/// Parses the decimal string form (also accepts a JSON number's text).
-pub fn parse_client_id(s: &str) -> Option<ClientId> {
-    s.trim().parse().ok()
-}
 
 /// The part of a connection that other threads may touch.
 pub struct Client {
@@ -122,8 +109,7 @@ impl Hub {
 
     /// A fresh client id for this node.
     pub fn next_id(&self) -> ClientId {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
-        ((self.node as u64) << 32) | seq
+        client_id::make(self.node, self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Makes a connection reachable by id.
@@ -132,22 +118,18 @@ impl Hub {
         self.client_count.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Removes a connection and leaves every channel it joined. Returns the
-    /// channels that now have no local subscriber.
+    /// Makes a connection unreachable and refuses its further subscribes.
+    /// Returns the channels it had joined: it is still their subscriber
+    /// until [`Hub::leave`] is called for each (the mesh does so under each
+    /// channel's lock).
     pub fn unregister(&self, client: &Client) -> Vec<Arc<str>> {
         if self.clients.remove(&client.id).is_some() {
             self.client_count.fetch_sub(1, Ordering::Relaxed);
         }
         client.outbox.close();
-        let channels = {
-            let mut st = client.state.lock();
-            st.gone = true;
-            std::mem::take(&mut st.channels)
-        };
-        channels
-            .into_iter()
-            .filter(|ch| self.remove_subscriber(ch, client.id))
-            .collect()
+        let mut st = client.state.lock();
+        st.gone = true;
+        std::mem::take(&mut st.channels)
     }
 
     pub fn client(&self, id: ClientId) -> Option<Arc<Client>> {
@@ -196,7 +178,13 @@ impl Hub {
         if st.gone {
             return Err(SubscribeError::Gone);
         }
-        if st.channels.iter().any(|c| &**c == ch) {
+        // Already joined? Asked of the channel's map (constant time), not of
+        // the client's list, so a client with many channels joins fast.
+        if self
+            .channels
+            .get(ch)
+            .is_some_and(|s| s.contains_key(&client.id))
+        {
             return Ok(false);
         }
         if st.channels.len() >= client.max_channels {
@@ -223,10 +211,12 @@ impl Hub {
             return false;
         };
         st.channels.swap_remove(pos);
-        self.remove_subscriber(ch, client.id)
+        self.leave(ch, client.id)
     }
 
-    fn remove_subscriber(&self, ch: &str, id: ClientId) -> bool {
+    /// Removes client `id` from the subscribers of `ch` (after
+    /// [`Hub::unregister`]). `true` when `ch` has no local subscriber left.
+    pub fn leave(&self, ch: &str, id: ClientId) -> bool {
         let mut emptied = false;
         if let Some(mut subs) = self.channels.get_mut(ch) {
             subs.remove(&id);
@@ -284,7 +274,7 @@ mod tests {
     #[test]
     fn ids_name_their_node() {
         let hub = Hub::new(7);
-        assert_eq!(node_of(hub.next_id()), 7);
+        assert_eq!(client_id::node_of(hub.next_id()), 7);
     }
 
     #[test]
@@ -304,8 +294,9 @@ mod tests {
         let a = client(&hub);
         hub.subscribe(&a, "x").unwrap();
         hub.subscribe(&a, "y").unwrap();
-        let emptied = hub.unregister(&a);
-        assert_eq!(emptied.len(), 2);
+        let held = hub.unregister(&a);
+        assert_eq!(held.len(), 2);
+        assert!(held.iter().all(|ch| hub.leave(ch, a.id)));
         assert_eq!(hub.channel_count(), 0);
         assert_eq!(hub.client_count(), 0);
         assert_eq!(hub.subscribe(&a, "z"), Err(SubscribeError::Gone));

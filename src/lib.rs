@@ -7,7 +7,9 @@
 
 pub mod api;
 pub mod broker;
+pub mod client_id;
 pub mod config;
+pub mod frame;
 pub mod hub;
 pub mod jwt;
 pub mod live;
@@ -43,9 +45,7 @@ pub enum StartError {
     #[error("{0}")]
     Script(#[from] lua::ScriptError),
     #[error("{0}")]
-    Broker(#[from] broker::redis::ConnectError),
-    #[error("cluster mode needs engine.cluster (the broker's Redis) in the config")]
-    NoCluster,
+    Broker(#[from] broker::OpenError),
 }
 
 /// How a node reaches others.
@@ -109,44 +109,16 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         let config = Arc::new(config);
         let metrics = Arc::new(metrics::Metrics::new());
-        metrics.broker_up.set(1);
-        metrics.nodes.set(1);
-        let cluster = match mode {
-            Mode::Single => None,
-            Mode::Cluster => {
-                let c = config.engine.cluster.clone().ok_or(StartError::NoCluster)?;
-                let (client, cmd, node) = broker::redis::connect(&c).await?;
-                Some((c, client, cmd, node))
-            }
-        };
-        let node = cluster.as_ref().map_or(1, |c| c.3);
-        let hub = Arc::new(hub::Hub::new(node));
-        let broker = cluster.map(|(c, client, cmd, _)| {
-            broker::redis::RedisBroker::new(c, client, cmd, hub.clone(), metrics.clone())
-        });
-        if let Some(b) = &broker {
-            metrics.broker_up.set(0);
-            tracing::info!(
-                "cluster node {} ({}) via Redis {}",
-                b.node,
-                b.node_id,
-                b.cfg.addr
-            );
-        }
+        let clustered = mode == Mode::Cluster;
+        let broker = broker::open(&config.engine, clustered, metrics.clone()).await?;
+        let hub = Arc::new(hub::Hub::new(broker.node()));
         let qcfg = &config.engine.luavm.queue;
-        let queues = Arc::new(match &broker {
-            None => queue::Queues::Local(queue::local::LocalQueues::new(
-                qcfg.topic_size,
-                qcfg.max_topics,
-                metrics.queue_depth.clone(),
-            )),
-            Some(b) => queue::Queues::Cluster(queue::redis::RedisQueues::new(
-                b.clone(),
-                qcfg.topic_size,
-                qcfg.max_topics,
-                metrics.queue_depth.clone(),
-            )),
+        let store = broker.clone().queue_store(queue::QueueLimits {
+            topic_size: qcfg.topic_size,
+            max_topics: qcfg.max_topics,
+            depth: metrics.queue_depth.clone(),
         });
+        let queues = Arc::new(queue::Queues::new(store));
         let mesh = Arc::new(mesh::Mesh::new(hub, metrics, queues, broker.clone()));
 
         // Bind first so a taken port fails before any thread starts.
@@ -206,9 +178,7 @@ impl Gateway {
         }
         live::spawn_watcher(config.clone(), access.clone(), set_level, stop.clone());
         scripts.spawn_watcher(stop.clone());
-        if let Some(b) = &broker {
-            b.run(stop.clone());
-        }
+        broker.start(mesh.local(), stop.clone());
         let api_state = Arc::new(api::ApiState {
             mesh: mesh.clone(),
             config: config.clone(),
@@ -241,9 +211,7 @@ impl Gateway {
     pub async fn shutdown(self) {
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         self.stop.cancel();
-        if let Some(b) = &self.mesh.broker {
-            broker::membership::leave(b).await;
-        }
+        self.mesh.leave().await;
         for t in self.tasks {
             let _ = t.await;
         }

@@ -2,39 +2,32 @@
 //! subscribe and unsubscribe, whichever door (HTTP API, WebSocket API, Lua)
 //! they come through.
 //!
-//! A publish is turned into one shared frame here and handed to the hub for
-//! local fan-out. The mesh is the only place that knows whether an operation
-//! stays on this node; it never touches sockets or Lua.
+//! A publish is turned into one shared frame at the door and handed to the
+//! hub for local fan-out and to the broker for every other node. The mesh
+//! is the only place that knows whether an operation stays on this node; it
+//! never touches sockets or Lua, and it does not know which broker runs.
+//!
+//! Subscriptions never go stale: the hub change of a channel and the
+//! broker's interest change for it happen under one lock per channel (a
+//! striped lock, as centrifuge's `subLock(ch)`), so a "last leave" on one
+//! worker and a "first join" on another reach the broker in the order the
+//! hub saw them.
 
-use crate::broker::interest::Interest;
-use crate::broker::redis::RedisBroker;
-use crate::broker::{BrokerError, NodeInfo};
-use crate::hub::{ClientId, Delivery, Hub, SubscribeError, node_of};
+use crate::broker::{BoxFuture, Broker, BrokerError, Local, LocalError, NodeInfo};
+use crate::client_id::{ClientId, node_of};
+use crate::hub::{Client, Delivery, Hub, SubscribeError};
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound, PushError};
 use crate::queue::Queues;
-use bytes::Bytes;
+use parking_lot::{Mutex, MutexGuard};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::Instant;
 use tungstenite::Message;
 
-/// Frame type of a publish or send (`t` in the API, `type` in Lua).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FrameType {
-    Text,
-    Binary,
-}
-
-impl FrameType {
-    /// Parses `"text"`/`"binary"`; absent means text.
-    pub fn parse(t: Option<&str>) -> Option<FrameType> {
-        match t {
-            None | Some("text") | Some("") => Some(FrameType::Text),
-            Some("binary") => Some(FrameType::Binary),
-            _ => None,
-        }
-    }
-}
+/// Stripes of the per-channel lock: channels share a stripe by hash, so
+/// the locks cost a fixed few kilobytes however many channels there are.
+const SUB_LOCKS: usize = 256;
 
 /// Why a mesh operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,16 +46,6 @@ pub enum MeshError {
     Remote(String),
 }
 
-/// Builds the frame once; every subscriber shares its payload.
-pub fn frame(data: Bytes, t: FrameType) -> Result<Message, MeshError> {
-    match t {
-        FrameType::Binary => Ok(Message::Binary(data)),
-        FrameType::Text => tungstenite::Utf8Bytes::try_from(data)
-            .map(Message::Text)
-            .map_err(|_| MeshError::InvalidText),
-    }
-}
-
 /// What a publish did across the cluster.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Published {
@@ -74,23 +57,17 @@ pub struct Published {
     pub error: Option<String>,
 }
 
-/// The frame's type and payload, as they travel between nodes.
-fn parts(msg: &Message) -> (FrameType, Bytes) {
-    match msg {
-        Message::Binary(b) => (FrameType::Binary, b.clone()),
-        Message::Text(t) => (FrameType::Text, AsRef::<Bytes>::as_ref(t).clone()),
-        _ => (FrameType::Binary, Bytes::new()),
-    }
-}
-
 /// See the module documentation.
 pub struct Mesh {
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
     /// Upstream queues (`mix.queue.push` -> `queue.pop`).
     pub queues: Arc<Queues>,
-    /// The link to other nodes (`connmix engine`); `None` on a single node.
-    pub broker: Option<Arc<RedisBroker>>,
+    /// The link to other nodes (whichever engine runs).
+    broker: Arc<dyn Broker>,
+    sub_locks: Box<[Mutex<()>]>,
+    #[cfg(test)]
+    pause: std::sync::OnceLock<Box<dyn Fn(tests::Point) + Send + Sync>>,
 }
 
 impl Mesh {
@@ -98,14 +75,25 @@ impl Mesh {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         queues: Arc<Queues>,
-        broker: Option<Arc<RedisBroker>>,
+        broker: Arc<dyn Broker>,
     ) -> Self {
         Self {
             hub,
             metrics,
             queues,
             broker,
+            sub_locks: (0..SUB_LOCKS).map(|_| Mutex::new(())).collect(),
+            #[cfg(test)]
+            pause: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where the broker delivers what other nodes send to this one.
+    pub fn local(&self) -> Arc<dyn Local> {
+        Arc::new(LocalNode {
+            hub: self.hub.clone(),
+            metrics: self.metrics.clone(),
+        })
     }
 
     /// Delivers `msg` to every subscriber of `ch`, on every node.
@@ -116,14 +104,13 @@ impl Mesh {
         self.metrics
             .send_local
             .observe(start.elapsed().as_secs_f64());
-        let Some(broker) = &self.broker else {
+        let Some(forward) = self.broker.publish(ch, &msg) else {
             return Published {
                 delivery: local,
                 ..Default::default()
             };
         };
-        let (ftype, data) = parts(&msg);
-        let remote = broker.publish(ch, ftype, data).await;
+        let remote = forward.await;
         self.metrics
             .send_forward
             .observe(start.elapsed().as_secs_f64());
@@ -142,12 +129,8 @@ impl Mesh {
         if node_of(id) == self.hub.node() {
             return self.push(id, Outbound::Message(msg));
         }
-        let Some(broker) = &self.broker else {
-            return Err(MeshError::UnknownClient(id.to_string()));
-        };
         let start = Instant::now();
-        let (ftype, data) = parts(&msg);
-        let r = broker.send(id, ftype, data).await.map_err(MeshError::from);
+        let r = self.broker.send(id, &msg).await.map_err(MeshError::from);
         self.metrics
             .send_forward
             .observe(start.elapsed().as_secs_f64());
@@ -174,11 +157,9 @@ impl Mesh {
         args: Vec<serde_json::Value>,
     ) -> Result<(), MeshError> {
         if node_of(id) != self.hub.node() {
-            let Some(broker) = &self.broker else {
-                return Err(MeshError::UnknownClient(id.to_string()));
-            };
-            return broker
-                .call(id, func.name(), args)
+            return self
+                .broker
+                .call(id, func, args)
                 .await
                 .map_err(|e| MeshError::CallFailed(e.to_string()));
         }
@@ -198,77 +179,88 @@ impl Mesh {
         }
     }
 
-    /// Joins a local client to a channel.
-    pub fn subscribe(&self, client: &Arc<crate::hub::Client>, ch: &str) -> Result<(), MeshError> {
-        if self.hub.subscribe(client, ch)? {
-            self.metrics.channels.inc();
-            if let Some(b) = &self.broker {
-                b.interest.send(Interest::Subscribe(ch.to_string()));
+    /// The lock of `ch`'s stripe: held across a hub change and the broker
+    /// interest change it causes.
+    fn sub_lock(&self, ch: &str) -> MutexGuard<'_, ()> {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(ch);
+        let lock = &self.sub_locks[hash as usize % self.sub_locks.len()];
+        #[cfg(test)]
+        {
+            if let Some(g) = lock.try_lock() {
+                return g;
             }
+            self.paused(tests::Point::Contended);
+        }
+        lock.lock()
+    }
+
+    #[cfg(test)]
+    fn paused(&self, at: tests::Point) {
+        if let Some(p) = self.pause.get() {
+            p(at);
+        }
+    }
+
+    /// Joins a local client to a channel.
+    pub fn subscribe(&self, client: &Arc<Client>, ch: &str) -> Result<(), MeshError> {
+        let _g = self.sub_lock(ch);
+        if self.hub.subscribe(client, ch)? {
+            #[cfg(test)]
+            self.paused(tests::Point::HubChanged { joined: true });
+            self.metrics.channels.inc();
+            self.broker.subscribe(ch);
         }
         Ok(())
     }
 
-    /// Cluster: the number of the last broker interest change sent. Once
-    /// it is applied (`interest_applied`), every channel joined so far is
-    /// heard from the whole cluster, so a publish on any node reaches it.
-    pub fn interest_sent(&self) -> Option<u64> {
-        self.broker.as_ref().map(|b| b.interest.last_sent())
-    }
-
-    /// Resolves once the broker applied interest change `seq` (bounded by
-    /// `publishTimeoutMs`; at once on a single node).
-    pub fn interest_applied(&self, seq: u64) -> impl Future<Output = ()> + Send + 'static + use<> {
-        let broker = self.broker.clone();
-        async move {
-            if let Some(b) = broker {
-                b.interest_applied(seq).await;
-            }
-        }
-    }
-
     /// Removes a local client from a channel.
-    pub fn unsubscribe(&self, client: &crate::hub::Client, ch: &str) {
+    pub fn unsubscribe(&self, client: &Client, ch: &str) {
+        let _g = self.sub_lock(ch);
         if self.hub.unsubscribe(client, ch) {
-            self.left(std::iter::once(ch.to_string()));
+            self.left(ch);
         }
     }
 
-    /// Channels that just lost their last local subscriber.
-    fn left(&self, channels: impl Iterator<Item = String>) {
-        for ch in channels {
-            self.metrics.channels.dec();
-            if let Some(b) = &self.broker {
-                b.interest.send(Interest::Unsubscribe(ch));
-            }
-        }
+    /// `ch` just lost its last local subscriber (its lock held).
+    fn left(&self, ch: &str) {
+        #[cfg(test)]
+        self.paused(tests::Point::HubChanged { joined: false });
+        self.metrics.channels.dec();
+        self.broker.unsubscribe(ch);
     }
 
     /// Removes a closed client from the hub and every channel.
-    pub fn unregister(&self, client: &crate::hub::Client) {
-        let emptied = self.hub.unregister(client);
-        self.left(emptied.into_iter().map(|c| c.to_string()));
+    pub fn unregister(&self, client: &Client) {
+        for ch in self.hub.unregister(client) {
+            let _g = self.sub_lock(&ch);
+            if self.hub.leave(&ch, client.id) {
+                self.left(&ch);
+            }
+        }
         self.metrics.clients.set(self.hub.client_count() as i64);
     }
 
     /// Makes a new local client reachable.
-    pub fn register(&self, client: Arc<crate::hub::Client>) {
+    pub fn register(&self, client: Arc<Client>) {
         self.hub.register(client);
         self.metrics.clients.set(self.hub.client_count() as i64);
     }
 
-    /// Every live node (just this one without a broker).
+    /// Resolves once every channel joined so far is heard by the whole
+    /// cluster, so a publish on any node reaches it; `None` when there is
+    /// nothing to wait for (one node). Takes its snapshot now.
+    pub fn until_heard(&self) -> Option<BoxFuture<'static, ()>> {
+        self.broker.until_heard()
+    }
+
+    /// Every live node (just this one on a single node).
     pub fn nodes(&self) -> Vec<NodeInfo> {
-        match &self.broker {
-            Some(b) => b.nodes(),
-            None => vec![NodeInfo {
-                n: self.hub.node(),
-                id: "single".into(),
-                clients: self.hub.client_count() as u64,
-                channels: self.hub.channel_count() as u64,
-                started: 0,
-            }],
-        }
+        self.broker.nodes()
+    }
+
+    /// Leaves the cluster at once (clean shutdown).
+    pub async fn leave(&self) {
+        self.broker.leave().await
     }
 }
 
@@ -283,3 +275,79 @@ impl From<BrokerError> for MeshError {
         }
     }
 }
+
+/// This node as the broker sees it: what other nodes send lands in the hub.
+struct LocalNode {
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+}
+
+impl Local for LocalNode {
+    fn deliver(&self, ch: &str, msg: &Message) -> (u64, u64) {
+        let d = self.hub.publish(ch, msg);
+        self.metrics.send_errors.inc_by(d.fail);
+        (d.success, d.fail)
+    }
+
+    fn send(&self, id: ClientId, msg: Message) -> Result<(), LocalError> {
+        self.hub
+            .send(id, Outbound::Message(msg))
+            .map_err(|e| match e {
+                PushError::Closed => LocalError::UnknownClient(format!("client {id} not found")),
+                PushError::Full => {
+                    LocalError::Busy(format!("client {id} is not accepting messages"))
+                }
+            })
+    }
+
+    fn call(
+        &self,
+        id: ClientId,
+        func: CallFunc,
+        args: Vec<serde_json::Value>,
+    ) -> BoxFuture<'static, Result<(), LocalError>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let item = Outbound::Call(ConnCall {
+            func,
+            args,
+            reply: Some(tx),
+        });
+        let pushed = self.hub.send(id, item);
+        Box::pin(async move {
+            match pushed {
+                Err(PushError::Closed) => {
+                    return Err(LocalError::UnknownClient(format!("client {id} not found")));
+                }
+                Err(PushError::Full) => {
+                    return Err(LocalError::Busy(format!("client {id} is busy")));
+                }
+                Ok(()) => {}
+            }
+            match rx.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(LocalError::Failed(e)),
+                Err(_) => Err(LocalError::UnknownClient(format!("client {id} closed"))),
+            }
+        })
+    }
+
+    fn channels(&self) -> Vec<String> {
+        self.hub.channel_names()
+    }
+
+    fn has_subscribers(&self, ch: &str) -> bool {
+        self.hub.subscriber_count(ch) > 0
+    }
+
+    fn client_count(&self) -> u64 {
+        self.hub.client_count() as u64
+    }
+
+    fn channel_count(&self) -> u64 {
+        self.hub.channel_count() as u64
+    }
+}
+
+#[cfg(test)]
+#[path = "mesh_tests.rs"]
+mod tests;

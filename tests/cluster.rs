@@ -306,6 +306,31 @@ async fn queues_and_conn_call_work_across_nodes() {
             "duplicate {v}"
         );
     }
+    // The emptied topic leaves no depth series behind, on either node.
+    for node in [&a, &b] {
+        wait_no_series(node, depth).await;
+    }
+}
+
+/// Waits until `/metrics` of `gw` has no line for `series`.
+async fn wait_no_series(gw: &Gateway, series: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let text = reqwest::get(gw.api("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if !text.lines().any(|l| l.starts_with(series)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{series} still listed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

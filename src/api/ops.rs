@@ -2,8 +2,9 @@
 //! and the WebSocket API: each takes the request's JSON parameters and
 //! returns the `r` object or an [`ApiError`] with its CONTRACT code.
 
-use crate::hub::parse_client_id;
-use crate::mesh::{FrameType, Mesh, MeshError, frame};
+use crate::client_id::parse_client_id;
+use crate::frame::{FrameType, frame};
+use crate::mesh::{Mesh, MeshError};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};

@@ -2,9 +2,20 @@
 //! every `heartbeat` seconds (it expires after `nodeExpiry`), lists the
 //! others, forgets those whose key expired and removes their leftovers from
 //! the channel bookkeeping. A clean shutdown leaves at once.
+//!
+//! Each beat also samples Redis's clock (request deadlines) and checks this
+//! node's "subscriptions in place" marker, asking the subscription link to
+//! restore it when another node removed it (see [`super::sync`]).
+//!
+//! After Redis lost its data (restarted empty) or was unreachable, a node
+//! that vanished from the member set without its key being seen to expire
+//! stays counted until `nodeExpiry` plus two heartbeats after Redis is back,
+//! so that it is reported as `missing` (it has not re-registered yet)
+//! rather than silently forgotten.
 
 use super::NodeInfo;
 use super::redis::RedisBroker;
+use super::sync::{epoch_key, synced_key};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +29,7 @@ local chans = redis.call('SMEMBERS', p .. ':nodechans:' .. n)
 for _, ch in ipairs(chans) do redis.call('SREM', p .. ':chnodes:' .. ch, n) end
 redis.call('DEL', p .. ':nodechans:' .. n)
 redis.call('SREM', p .. ':nodes', n)
+redis.call('SREM', p .. ':synced', n)
 return #chans
 "#;
 
@@ -33,12 +45,13 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
     tokio::spawn(async move {
         let every = Duration::from_secs(b.cfg.heartbeat);
         let mut was_down = false;
-        let mut last_seen = HashMap::new();
+        let mut view = View::default();
         loop {
-            match tokio::time::timeout(every * 2, beat(&b, &mut last_seen)).await {
+            match tokio::time::timeout(every * 2, beat(&b, &mut view)).await {
                 Ok(Ok(())) => {
                     if was_down {
                         tracing::info!("broker: Redis reachable again");
+                        view.recovered_at = Some(Instant::now());
                         let _ = reassert_seq(&b).await;
                     }
                     was_down = false;
@@ -49,6 +62,7 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
                         tracing::warn!("broker: heartbeat failed: {e}");
                     }
                     was_down = true;
+                    view.recovered_at = Some(Instant::now());
                     b.commands_up.store(false, Ordering::Release);
                 }
                 Err(_) => {
@@ -56,6 +70,7 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
                         tracing::warn!("broker: heartbeat timed out");
                     }
                     was_down = true;
+                    view.recovered_at = Some(Instant::now());
                     b.commands_up.store(false, Ordering::Release);
                 }
             }
@@ -68,15 +83,22 @@ pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
     });
 }
 
-/// Renews this node's key and refreshes the live set. `last_seen`: when each
-/// live node's key was last read.
-async fn beat(
-    b: &Arc<RedisBroker>,
-    last_seen: &mut HashMap<u32, Instant>,
-) -> redis::RedisResult<()> {
+/// What the heartbeat remembers between beats.
+#[derive(Default)]
+struct View {
+    /// The Redis data set's epoch at the last beat.
+    epoch: Option<String>,
+    /// When Redis was last back after an outage or a loss of its data.
+    recovered_at: Option<Instant>,
+}
+
+/// Renews this node's key and refreshes the live set.
+async fn beat(b: &Arc<RedisBroker>, view: &mut View) -> redis::RedisResult<()> {
+    let started = Instant::now();
     let mut cmd = b.cmd.clone();
+    b.clock.measure(&mut cmd).await?;
     let info = serde_json::to_string(&b.self_info()).unwrap_or_else(|_| "{}".into());
-    let (members,): (Vec<u32>,) = redis::pipe()
+    let (members, epoch, synced): (Vec<u32>, Option<String>, bool) = redis::pipe()
         .cmd("SET")
         .arg(b.names.node_key(b.node))
         .arg(info)
@@ -89,8 +111,36 @@ async fn beat(
         .ignore()
         .cmd("SMEMBERS")
         .arg(b.names.nodes())
+        .cmd("GET")
+        .arg(epoch_key(&b.names.prefix))
+        .cmd("SISMEMBER")
+        .arg(synced_key(&b.names.prefix))
+        .arg(b.node)
         .query_async(&mut cmd)
         .await?;
+    if view.epoch.is_some() && epoch != view.epoch {
+        tracing::info!("broker: Redis lost its data; waiting for every node to re-register");
+        view.recovered_at = Some(Instant::now());
+    }
+    b.sync.set_seen_epoch(epoch.as_deref().unwrap_or(""));
+    view.epoch = epoch;
+    // A beat slower than a heartbeat means Redis stalled: keys may have
+    // expired by its clock while no node could renew them.
+    let every = Duration::from_secs(b.cfg.heartbeat);
+    if started.elapsed() > every {
+        view.recovered_at = Some(Instant::now());
+    }
+    // A node vanished from the member set while Redis kept its data set has
+    // left (or was forgotten). After Redis lost its data, or after an outage
+    // or a stall (keys may have expired meanwhile), nodes stay counted until
+    // they had `nodeExpiry` and two heartbeats to announce themselves again.
+    let hold = Duration::from_secs(b.cfg.node_expiry) + every * 2;
+    let recovering = view.recovered_at.is_some_and(|t| t.elapsed() < hold);
+    // Forgotten by another node (our key expired during a stall) while our
+    // link stayed up: register again.
+    if !synced && b.subscriber_up.load(Ordering::Acquire) {
+        b.sync.request_resync();
+    }
     let others: Vec<u32> = members.into_iter().filter(|n| *n != b.node).collect();
     let infos: Vec<Option<String>> = if others.is_empty() {
         Vec::new()
@@ -112,6 +162,7 @@ async fn beat(
                 });
                 live.insert(n, parsed);
             }
+            None if recovering => {}
             None => {
                 let removed: i64 = redis::Script::new(FORGET_SCRIPT)
                     .arg(&b.names.prefix)
@@ -125,21 +176,14 @@ async fn beat(
             }
         }
     }
-    let now = Instant::now();
-    for n in live.keys() {
-        last_seen.insert(*n, now);
-    }
-    // A live node that vanished from the member set without its key expiring
-    // means Redis lost its data (a restart): the node announces itself again
-    // within a heartbeat, so it stays counted for two.
-    let grace = Duration::from_secs(b.cfg.heartbeat * 2);
+    let mut held = Vec::new();
     for (n, info) in b.live.read().iter() {
-        let recent = last_seen.get(n).is_some_and(|t| now - *t < grace);
-        if recent && !live.contains_key(n) && !expired.contains(n) {
+        if recovering && !live.contains_key(n) && !expired.contains(n) {
             live.insert(*n, info.clone());
+            held.push(*n);
         }
     }
-    last_seen.retain(|n, _| live.contains_key(n));
+    b.sync.set_held(held);
     let before: Vec<u32> = b.live.read().keys().copied().collect();
     for n in live.keys().filter(|n| !before.contains(n)) {
         tracing::info!("broker: node {n} ({}) joined", live[n].id);

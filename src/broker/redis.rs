@@ -10,89 +10,40 @@
 //!   `p:chnodes:<channel>` (nodes with subscribers of a channel) and
 //!   `p:nodechans:<n>` (channels of node `n`), so a publish knows whose
 //!   delivery counts to wait for, and a dead node's entries can be removed.
+//! - `p:epoch`, `p:synced`: which nodes have their subscriptions in place
+//!   (see [`super::sync`]).
 //!
-//! This file holds the requests a node makes (publish, send, call) and the
-//! handling of what arrives; the subscription link and the heartbeat live in
-//! [`super::subscriber`] and [`super::membership`].
+//! This file holds the handling of what arrives and the [`Broker`]
+//! implementation; the requests a node makes (publish, send, call) live in
+//! [`super::requests`], connecting and key names in
+//! [`super::redis_connect`], the subscription link and the heartbeat in
+//! [`super::subscriber`] and [`super::membership`], the cluster queues in
+//! [`super::redis_queue`].
 
-use super::interest::{Interest, InterestLog};
+use super::deadline::RedisClock;
+use super::interest::{PendingInterest, Target};
+pub use super::redis_connect::{Names, connect, url};
+use super::sync::SyncState;
 use super::wire::{AckStatus, Wire};
-use super::{BrokerError, NodeInfo, RemoteDelivery};
+use super::{
+    BoxFuture, Broker, BrokerError, ConnectError, Local, LocalError, NodeInfo, RemoteDelivery,
+};
+use crate::client_id::ClientId;
 use crate::config::ClusterConfig;
-use crate::hub::{ClientId, Hub, node_of};
-use crate::mesh::{FrameType, frame};
+use crate::frame::{frame, parts};
 use crate::metrics::Metrics;
-use crate::outbox::{CallFunc, ConnCall, Outbound, PushError};
+use crate::outbox::CallFunc;
+use crate::queue::{QueueLimits, QueueStore};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use redis::aio::ConnectionManager;
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-
-/// Publishes and lists who should report, in one round trip.
-const PUBLISH_SCRIPT: &str = r#"
-local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
-if n == 0 then return {0, {}} end
-return {n, redis.call('SMEMBERS', KEYS[2])}
-"#;
-
-/// Connection settings and names derived from `engine.cluster`.
-pub struct Names {
-    pub prefix: String,
-}
-
-impl Names {
-    pub fn channel(&self, ch: &str) -> String {
-        format!("{}:ch:{ch}", self.prefix)
-    }
-    pub fn node_channel(&self, n: u32) -> String {
-        format!("{}:node:{n}", self.prefix)
-    }
-    pub fn node_key(&self, n: u32) -> String {
-        format!("{}:node:{n}", self.prefix)
-    }
-    pub fn nodes(&self) -> String {
-        format!("{}:nodes", self.prefix)
-    }
-    pub fn seq(&self) -> String {
-        format!("{}:node-seq", self.prefix)
-    }
-    pub fn chnodes(&self, ch: &str) -> String {
-        format!("{}:chnodes:{ch}", self.prefix)
-    }
-    pub fn nodechans(&self, n: u32) -> String {
-        format!("{}:nodechans:{n}", self.prefix)
-    }
-    /// Where pushes to a queue topic are announced.
-    pub fn topic_notify(&self, topic: &str) -> String {
-        format!("{}:qn:{topic}", self.prefix)
-    }
-    /// The mesh channel of a `p:ch:<channel>` name.
-    pub fn strip_channel<'a>(&self, redis_channel: &'a str) -> Option<&'a str> {
-        redis_channel
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(":ch:")
-    }
-}
-
-/// The `redis://` URL of the cluster's Redis.
-pub fn url(cfg: &ClusterConfig) -> String {
-    let scheme = if cfg.tls { "rediss" } else { "redis" };
-    let auth = if cfg.password.is_empty() {
-        String::new()
-    } else {
-        let pw = percent_encoding::utf8_percent_encode(
-            &cfg.password,
-            percent_encoding::NON_ALPHANUMERIC,
-        );
-        format!(":{pw}@")
-    };
-    format!("{scheme}://{auth}{}/{}", cfg.addr, cfg.db)
-}
+use tungstenite::Message;
 
 /// Where a node's delivery counts `(node, success, fail)` for a publish go.
 type ReportSender = mpsc::UnboundedSender<(u32, u64, u64)>;
@@ -105,36 +56,33 @@ pub struct RedisBroker {
     pub cfg: ClusterConfig,
     pub client: redis::Client,
     pub cmd: ConnectionManager,
-    pub hub: Arc<Hub>,
+    /// Where what other nodes send is delivered (set by `start`).
+    local: OnceLock<Arc<dyn Local>>,
     pub metrics: Arc<Metrics>,
     pub started: u64,
-    /// Which channels this node listens to, as numbered changes.
-    pub interest: InterestLog,
+    /// Channel interest changes not yet applied in Redis (one per channel).
+    pub interest: PendingInterest,
     next_req: AtomicU64,
-    reports: Mutex<HashMap<u64, ReportSender>>,
-    acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
+    pub(super) reports: Mutex<HashMap<u64, ReportSender>>,
+    pub(super) acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
+    /// Redis's clock as this node sees it (request deadlines).
+    pub clock: RedisClock,
+    /// Whether this node's subscriptions are marked in place.
+    pub sync: SyncState,
     /// Live nodes other than this one, by number.
     pub live: RwLock<HashMap<u32, NodeInfo>>,
     /// Both Redis links work.
     pub subscriber_up: AtomicBool,
     pub commands_up: AtomicBool,
-    publish_script: redis::Script,
     /// Queue topics with local consumers (reference counted) and who to
     /// wake when one is announced.
     watched: Mutex<HashMap<String, usize>>,
-    topic_waker: std::sync::OnceLock<TopicWaker>,
+    topic_waker: OnceLock<TopicWaker>,
+    this: Weak<RedisBroker>,
 }
 
 /// Called with a topic whose queue may have a new message.
 pub type TopicWaker = Box<dyn Fn(&str) + Send + Sync>;
-
-/// Why the broker could not start.
-#[derive(Debug, thiserror::Error)]
-#[error("cluster redis at {addr} (engine.cluster.addr): {message}")]
-pub struct ConnectError {
-    pub addr: String,
-    pub message: String,
-}
 
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -143,63 +91,34 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Connects to Redis and claims a node number (so the hub can be built).
-pub async fn connect(
-    cfg: &ClusterConfig,
-) -> Result<(redis::Client, ConnectionManager, u32), ConnectError> {
-    let err = |message: String| ConnectError {
-        addr: cfg.addr.clone(),
-        message,
-    };
-    let client = redis::Client::open(url(cfg)).map_err(|e| err(e.to_string()))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(1));
-    let mut cmd = tokio::time::timeout(
-        Duration::from_secs(5),
-        ConnectionManager::new_with_config(client.clone(), config),
-    )
-    .await
-    .map_err(|_| err("timed out connecting".into()))?
-    .map_err(|e| err(e.to_string()))?;
-    let names = Names {
-        prefix: cfg.prefix.clone(),
-    };
-    let expiry_ms = cfg.node_expiry * 1000;
-    for _ in 0..1000 {
-        let n: u32 = redis::cmd("INCR")
-            .arg(names.seq())
-            .query_async(&mut cmd)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let claimed: Option<String> = redis::cmd("SET")
-            .arg(names.node_key(n))
-            .arg("{}")
-            .arg("NX")
-            .arg("PX")
-            .arg(expiry_ms)
-            .query_async(&mut cmd)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        if claimed.is_some() {
-            return Ok((client, cmd, n));
-        }
-    }
-    Err(err("could not claim a node number".into()))
-}
-
 impl RedisBroker {
-    /// Builds the broker for a connected node; [`RedisBroker::run`] starts it.
+    /// Connects to Redis, claims a node number and builds the broker;
+    /// [`Broker::start`] starts it.
+    pub async fn open(
+        cfg: ClusterConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, ConnectError> {
+        let (client, cmd, node) = connect(&cfg).await?;
+        let b = Self::new(cfg, client, cmd, node, metrics);
+        b.metrics.broker_up.set(0);
+        b.metrics.nodes.set(1);
+        tracing::info!(
+            "cluster node {} ({}) via Redis {}",
+            b.node,
+            b.node_id,
+            b.cfg.addr
+        );
+        Ok(b)
+    }
+
+    /// Builds the broker for a connected node.
     pub fn new(
         cfg: ClusterConfig,
         client: redis::Client,
         cmd: ConnectionManager,
-        hub: Arc<Hub>,
+        node: u32,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let node = hub.node();
         let node_id = if cfg.node_id.is_empty() {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
@@ -208,7 +127,7 @@ impl RedisBroker {
         } else {
             cfg.node_id.clone()
         };
-        Arc::new(Self {
+        Arc::new_cyclic(|this| Self {
             node,
             node_id,
             names: Names {
@@ -217,28 +136,32 @@ impl RedisBroker {
             cfg,
             client,
             cmd,
-            hub,
+            local: OnceLock::new(),
             metrics,
             started: unix_now(),
-            interest: InterestLog::default(),
+            interest: PendingInterest::default(),
             next_req: AtomicU64::new(1),
             reports: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            clock: RedisClock::default(),
+            sync: SyncState::default(),
             live: RwLock::new(HashMap::new()),
             subscriber_up: AtomicBool::new(false),
             commands_up: AtomicBool::new(true),
-            publish_script: redis::Script::new(PUBLISH_SCRIPT),
             watched: Mutex::new(HashMap::new()),
-            topic_waker: std::sync::OnceLock::new(),
+            topic_waker: OnceLock::new(),
+            this: this.clone(),
         })
     }
 
-    /// Starts the subscription link and the heartbeat.
-    pub fn run(self: &Arc<Self>, stop: CancellationToken) {
-        if let Some(rx) = self.interest.take_receiver() {
-            super::subscriber::spawn(self.clone(), rx, stop.clone());
-        }
-        super::membership::spawn(self.clone(), stop);
+    /// Where what other nodes send is delivered (once started).
+    pub fn local(&self) -> Option<&Arc<dyn Local>> {
+        self.local.get()
+    }
+
+    /// Whether `ch` has a local subscriber now.
+    pub fn has_subscribers(&self, ch: &str) -> bool {
+        self.local().is_some_and(|l| l.has_subscribers(ch))
     }
 
     /// Whether remote operations can be attempted now.
@@ -248,17 +171,6 @@ impl RedisBroker {
 
     pub fn update_up_metric(&self) {
         self.metrics.broker_up.set(self.is_up() as i64);
-    }
-
-    /// Waits until Redis applied interest change `seq`, so that a publish on
-    /// any node reaches this node's subscribers. Returns at once while the
-    /// subscription link is down (local delivery needs no wait), and after
-    /// `publishTimeoutMs` at most.
-    pub async fn interest_applied(&self, seq: u64) {
-        if self.subscriber_up.load(Ordering::Acquire) {
-            let limit = Duration::from_millis(self.cfg.publish_timeout_ms);
-            self.interest.wait_applied(seq, limit).await;
-        }
     }
 
     /// Who to wake when a queue topic is announced (set once, by the queues).
@@ -273,7 +185,7 @@ impl RedisBroker {
         *n += 1;
         if *n == 1 {
             self.interest
-                .send(Interest::Watch(self.names.topic_notify(topic)));
+                .set(Target::Raw(self.names.topic_notify(topic)), true);
         }
     }
 
@@ -284,7 +196,7 @@ impl RedisBroker {
             if *n == 0 {
                 w.remove(topic);
                 self.interest
-                    .send(Interest::Unwatch(self.names.topic_notify(topic)));
+                    .set(Target::Raw(self.names.topic_notify(topic)), false);
             }
         }
     }
@@ -298,164 +210,21 @@ impl RedisBroker {
             .collect()
     }
 
-    fn req(&self) -> u64 {
+    pub(super) fn req(&self) -> u64 {
         self.next_req.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn down(&self) -> Option<BrokerError> {
+    pub(super) fn down(&self) -> Option<BrokerError> {
         (!self.is_up()).then(|| BrokerError::Down("Redis link is down".into()))
     }
 
     /// The name of a live node, for reports.
-    fn node_name(&self, n: u32) -> String {
+    pub(super) fn node_name(&self, n: u32) -> String {
         self.live
             .read()
             .get(&n)
             .map(|i| i.id.clone())
             .unwrap_or_else(|| format!("node {n}"))
-    }
-
-    /// Publishes to other nodes and collects their delivery counts.
-    pub async fn publish(&self, ch: &str, ftype: FrameType, data: Bytes) -> RemoteDelivery {
-        if let Some(e) = self.down() {
-            return RemoteDelivery {
-                error: Some(e.to_string()),
-                ..Default::default()
-            };
-        }
-        let req = self.req();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.reports.lock().insert(req, tx);
-        let payload = Wire::Publish {
-            origin: self.node,
-            req,
-            ftype,
-            data,
-        }
-        .encode();
-        let mut cmd = self.cmd.clone();
-        let mut invocation = self.publish_script.key(self.names.channel(ch));
-        invocation.key(self.names.chnodes(ch)).arg(payload.as_ref());
-        let invoked = invocation.invoke_async::<(i64, Vec<u32>)>(&mut cmd);
-        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let members = match tokio::time::timeout(timeout, invoked).await {
-            Ok(Ok((_, members))) => members,
-            Ok(Err(e)) => {
-                self.reports.lock().remove(&req);
-                return RemoteDelivery {
-                    error: Some(format!("broker unavailable: {e}")),
-                    ..Default::default()
-                };
-            }
-            Err(_) => {
-                self.reports.lock().remove(&req);
-                return RemoteDelivery {
-                    error: Some("broker unavailable: publish timed out".into()),
-                    ..Default::default()
-                };
-            }
-        };
-        let mut expected: HashSet<u32> = {
-            let live = self.live.read();
-            members
-                .into_iter()
-                .filter(|m| *m != self.node && live.contains_key(m))
-                .collect()
-        };
-        let mut out = RemoteDelivery::default();
-        let deadline = tokio::time::Instant::now() + timeout;
-        while !expected.is_empty() {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some((from, s, f))) => {
-                    expected.remove(&from);
-                    out.success += s;
-                    out.fail += f;
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
-        self.reports.lock().remove(&req);
-        let mut missing: Vec<u32> = expected.into_iter().collect();
-        missing.sort_unstable();
-        out.missing = missing.into_iter().map(|n| self.node_name(n)).collect();
-        out
-    }
-
-    /// Sends a frame to a client of another node.
-    pub async fn send(
-        &self,
-        client: ClientId,
-        ftype: FrameType,
-        data: Bytes,
-    ) -> Result<(), BrokerError> {
-        let req = self.req();
-        let msg = Wire::Send {
-            origin: self.node,
-            req,
-            client,
-            ftype,
-            data,
-        };
-        self.request(node_of(client), req, msg).await
-    }
-
-    /// Runs `conn.call` on a client of another node.
-    pub async fn call(
-        &self,
-        client: ClientId,
-        func: &str,
-        args: Vec<serde_json::Value>,
-    ) -> Result<(), BrokerError> {
-        let req = self.req();
-        let call = serde_json::json!({"f": func, "a": args}).to_string();
-        let msg = Wire::Call {
-            origin: self.node,
-            req,
-            client,
-            call: Bytes::from(call),
-        };
-        self.request(node_of(client), req, msg).await
-    }
-
-    async fn request(&self, node: u32, req: u64, msg: Wire) -> Result<(), BrokerError> {
-        if let Some(e) = self.down() {
-            return Err(e);
-        }
-        if !self.live.read().contains_key(&node) {
-            return Err(BrokerError::UnknownNode(node));
-        }
-        let (tx, rx) = oneshot::channel();
-        self.acks.lock().insert(req, tx);
-        let timeout = Duration::from_millis(self.cfg.call_timeout_ms);
-        let result = async {
-            let mut cmd = self.cmd.clone();
-            let receivers: i64 = tokio::time::timeout(
-                timeout,
-                redis::cmd("PUBLISH")
-                    .arg(self.names.node_channel(node))
-                    .arg(msg.encode().as_ref())
-                    .query_async(&mut cmd),
-            )
-            .await
-            .map_err(|_| BrokerError::Down("publish timed out".into()))?
-            .map_err(|e| BrokerError::Down(e.to_string()))?;
-            if receivers == 0 {
-                return Err(BrokerError::UnknownNode(node));
-            }
-            let (status, message) = tokio::time::timeout(timeout, rx)
-                .await
-                .map_err(|_| BrokerError::Timeout(node))?
-                .map_err(|_| BrokerError::Timeout(node))?;
-            match status {
-                AckStatus::Ok => Ok(()),
-                AckStatus::UnknownClient => Err(BrokerError::UnknownClient(message)),
-                AckStatus::Busy => Err(BrokerError::Busy(message)),
-                AckStatus::Failed => Err(BrokerError::Remote(message)),
-            }
-        }
-        .await;
-        self.acks.lock().remove(&req);
-        result
     }
 
     /// Fire-and-forget PUBLISH to a node (reports and acks).
@@ -488,6 +257,7 @@ impl RedisBroker {
             Wire::Publish {
                 origin,
                 req,
+                deadline,
                 ftype,
                 data,
             } => {
@@ -495,16 +265,17 @@ impl RedisBroker {
                 if origin == self.node {
                     return;
                 }
+                // The publisher has answered "not delivered" by now.
+                if self.clock.passed(deadline) {
+                    tracing::debug!("dropping a publish that arrived after its deadline");
+                    return;
+                }
                 let Some(ch) = self.names.strip_channel(redis_channel) else {
                     return;
                 };
-                let (s, f) = match frame(data, ftype) {
-                    Ok(msg) => {
-                        let d = self.hub.publish(ch, &msg);
-                        self.metrics.send_errors.inc_by(d.fail);
-                        (d.success, d.fail)
-                    }
-                    Err(_) => (0, 0),
+                let (s, f) = match (frame(data, ftype), self.local()) {
+                    (Ok(msg), Some(local)) => local.deliver(ch, &msg),
+                    _ => (0, 0),
                 };
                 if req != 0 {
                     self.reply(
@@ -536,23 +307,19 @@ impl RedisBroker {
             Wire::Send {
                 origin,
                 req,
+                deadline,
                 client,
                 ftype,
                 data,
             } => {
-                let (status, message) = match frame(data, ftype) {
-                    Err(e) => (AckStatus::Failed, e.to_string()),
-                    Ok(msg) => match self.hub.send(client, Outbound::Message(msg)) {
-                        Ok(()) => (AckStatus::Ok, String::new()),
-                        Err(PushError::Closed) => (
-                            AckStatus::UnknownClient,
-                            format!("client {client} not found"),
-                        ),
-                        Err(PushError::Full) => (
-                            AckStatus::Busy,
-                            format!("client {client} is not accepting messages"),
-                        ),
-                    },
+                let (status, message) = match (frame(data, ftype), self.local()) {
+                    _ if self.clock.passed(deadline) => (AckStatus::Expired, String::new()),
+                    (Err(e), _) => (AckStatus::Failed, e.to_string()),
+                    (Ok(_), None) => (
+                        AckStatus::UnknownClient,
+                        format!("client {client} not found"),
+                    ),
+                    (Ok(msg), Some(local)) => ack(local.send(client, msg)),
                 };
                 self.reply(
                     origin,
@@ -567,12 +334,17 @@ impl RedisBroker {
             Wire::Call {
                 origin,
                 req,
+                deadline,
                 client,
                 call,
             } => {
                 let this = self.clone();
                 tokio::spawn(async move {
-                    let (status, message) = this.apply_call(client, &call).await;
+                    let (status, message) = if this.clock.passed(deadline) {
+                        (AckStatus::Expired, String::new())
+                    } else {
+                        this.apply_call(client, &call).await
+                    };
                     this.reply(
                         origin,
                         Wire::Ack {
@@ -596,27 +368,13 @@ impl RedisBroker {
             return (AckStatus::Failed, "unknown function".into());
         };
         let args = parsed["a"].as_array().cloned().unwrap_or_default();
-        let (tx, rx) = oneshot::channel();
-        let item = Outbound::Call(ConnCall {
-            func,
-            args,
-            reply: Some(tx),
-        });
-        match self.hub.send(client, item) {
-            Err(PushError::Closed) => {
-                return (
-                    AckStatus::UnknownClient,
-                    format!("client {client} not found"),
-                );
-            }
-            Err(PushError::Full) => return (AckStatus::Busy, format!("client {client} is busy")),
-            Ok(()) => {}
-        }
-        match rx.await {
-            Ok(Ok(())) => (AckStatus::Ok, String::new()),
-            Ok(Err(e)) => (AckStatus::Failed, e),
-            Err(_) => (AckStatus::UnknownClient, format!("client {client} closed")),
-        }
+        let Some(local) = self.local() else {
+            return (
+                AckStatus::UnknownClient,
+                format!("client {client} not found"),
+            );
+        };
+        ack(local.call(client, func, args).await)
     }
 
     /// Every live node, this one included, ordered by number.
@@ -632,9 +390,88 @@ impl RedisBroker {
         NodeInfo {
             n: self.node,
             id: self.node_id.clone(),
-            clients: self.hub.client_count() as u64,
-            channels: self.hub.channel_count() as u64,
+            clients: self.local().map_or(0, |l| l.client_count()),
+            channels: self.local().map_or(0, |l| l.channel_count()),
             started: self.started,
         }
+    }
+}
+
+/// The ack status and message of what a local client did with a send or call.
+fn ack(r: Result<(), LocalError>) -> (AckStatus, String) {
+    match r {
+        Ok(()) => (AckStatus::Ok, String::new()),
+        Err(LocalError::UnknownClient(m)) => (AckStatus::UnknownClient, m),
+        Err(LocalError::Busy(m)) => (AckStatus::Busy, m),
+        Err(LocalError::Failed(m)) => (AckStatus::Failed, m),
+    }
+}
+
+impl Broker for RedisBroker {
+    fn node(&self) -> u32 {
+        self.node
+    }
+
+    /// Starts the subscription link and the heartbeat.
+    fn start(self: Arc<Self>, local: Arc<dyn Local>, stop: CancellationToken) {
+        if self.local.set(local).is_err() {
+            return;
+        }
+        super::subscriber::spawn(self.clone(), stop.clone());
+        super::membership::spawn(self, stop);
+    }
+
+    fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
+        super::redis_queue::RedisQueues::new(self, limits)
+    }
+
+    fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> Option<BoxFuture<'a, RemoteDelivery>> {
+        let (ftype, data) = parts(msg);
+        Some(Box::pin(RedisBroker::publish(self, ch, ftype, data)))
+    }
+
+    fn send<'a>(&'a self, id: ClientId, msg: &Message) -> BoxFuture<'a, Result<(), BrokerError>> {
+        let (ftype, data) = parts(msg);
+        Box::pin(RedisBroker::send(self, id, ftype, data))
+    }
+
+    fn call<'a>(
+        &'a self,
+        id: ClientId,
+        func: CallFunc,
+        args: Vec<serde_json::Value>,
+    ) -> BoxFuture<'a, Result<(), BrokerError>> {
+        Box::pin(RedisBroker::call(self, id, func.name(), args))
+    }
+
+    fn subscribe(&self, ch: &str) {
+        self.interest.set(Target::Channel(ch.to_string()), true);
+    }
+
+    fn unsubscribe(&self, ch: &str) {
+        self.interest.set(Target::Channel(ch.to_string()), false);
+    }
+
+    /// Waits until Redis applied every interest change made so far, so that
+    /// a publish on any node reaches this node's subscribers. Resolves at
+    /// once while the subscription link is down (local delivery needs no
+    /// wait), and after `publishTimeoutMs` at most.
+    fn until_heard(&self) -> Option<BoxFuture<'static, ()>> {
+        let this = self.this.upgrade()?;
+        let seq = self.interest.last_sent();
+        Some(Box::pin(async move {
+            if this.subscriber_up.load(Ordering::Acquire) {
+                let limit = Duration::from_millis(this.cfg.publish_timeout_ms);
+                this.interest.wait_applied(seq, limit).await;
+            }
+        }))
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        RedisBroker::nodes(self)
+    }
+
+    fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(super::membership::leave(self))
     }
 }

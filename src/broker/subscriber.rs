@@ -2,54 +2,62 @@
 //! listens on this node's own channel and on `p:ch:<channel>` for every
 //! channel with local subscribers.
 //!
-//! Interest changes arrive in order and are applied in batches (one
-//! SUBSCRIBE for many channels). When the link drops, the node keeps
-//! delivering locally, reconnects with backoff and jitter, and subscribes
-//! again to exactly what the hub has now, so nothing is missed twice and
-//! nothing is delivered twice.
+//! Interest changes are taken from the coalesced pending set
+//! ([`super::interest`]) and applied in batches (one SUBSCRIBE for many
+//! channels). An unsubscribe is re-checked against this node's subscribers
+//! before it is applied: if the channel has one again, it stays subscribed.
+//! When the link drops, the node keeps delivering locally, reconnects with
+//! backoff and jitter, and subscribes again to exactly the channels it has
+//! now, so nothing is missed twice and nothing is delivered twice. Once all
+//! of that is in place it marks the node synced ([`super::sync`]); a failed
+//! re-subscription backs off like a failed connect.
 
-use super::interest::Interest;
+use super::interest::Target;
 use super::redis::RedisBroker;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const BATCH: usize = 1000;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-pub fn spawn(
-    b: Arc<RedisBroker>,
-    mut rx: mpsc::UnboundedReceiver<(u64, Interest)>,
-    stop: CancellationToken,
-) {
+pub fn spawn(b: Arc<RedisBroker>, stop: CancellationToken) {
     tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
         loop {
             if stop.is_cancelled() {
                 return;
             }
-            let connected =
-                tokio::time::timeout(Duration::from_secs(2), b.client.get_async_pubsub()).await;
-            let Ok(Ok(pubsub)) = connected else {
-                let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff + Duration::from_millis(jitter)) => {}
+            // The epoch is read first, so the marker set below never vouches
+            // for subscriptions made on an earlier Redis data set.
+            let connected = tokio::time::timeout(Duration::from_secs(2), async {
+                let epoch = super::sync::epoch(&b).await?;
+                Ok::<_, redis::RedisError>((epoch, b.client.get_async_pubsub().await?))
+            })
+            .await;
+            let Ok(Ok((epoch, pubsub))) = connected else {
+                if !pause(&stop, &mut backoff).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             };
-            backoff = MIN_BACKOFF;
             let (mut sink, mut stream) = pubsub.split();
-            if let Err(e) = resubscribe(&b, &mut sink).await {
+            super::sync::test_hold().await;
+            if let Err(e) = resync(&b, &mut sink, &epoch).await {
+                // Connecting works but subscribing does not (Redis refuses,
+                // or lost its data meanwhile): back off as for a failed
+                // connect instead of retrying at once.
                 tracing::warn!("broker: subscribing after connect failed: {e}");
+                if !pause(&stop, &mut backoff).await {
+                    return;
+                }
                 continue;
             }
+            backoff = MIN_BACKOFF;
             b.subscriber_up.store(true, Ordering::Release);
             b.update_up_metric();
             tracing::info!(
@@ -60,6 +68,12 @@ pub fn spawn(
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
+                    _ = b.sync.resync_wanted() => {
+                        if let Err(e) = resync(&b, &mut sink, &epoch).await {
+                            tracing::warn!("broker: registering again failed: {e}");
+                            break;
+                        }
+                    }
                     m = stream.next() => match m {
                         Some(msg) => {
                             let payload = Bytes::copy_from_slice(msg.get_payload_bytes());
@@ -67,95 +81,144 @@ pub fn spawn(
                         }
                         None => break,
                     },
-                    Some(first) = rx.recv() => {
-                        let (mut last, mut batch) = (first.0, vec![first.1]);
-                        while batch.len() < BATCH {
-                            match rx.try_recv() {
-                                Ok((seq, x)) => {
-                                    last = seq;
-                                    batch.push(x);
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        if let Err(e) = apply(&b, &mut sink, batch).await {
+                    _ = b.interest.changed() => {
+                        let (covered, changes) = b.interest.take();
+                        if let Err(e) = apply(&b, &mut sink, changes).await {
                             tracing::warn!("broker: changing subscriptions failed: {e}");
                             break;
                         }
-                        b.interest.mark_applied(last);
+                        b.interest.mark_applied(covered);
                     }
                 }
             }
             b.subscriber_up.store(false, Ordering::Release);
             b.update_up_metric();
             tracing::warn!("broker: subscription link lost; delivering locally and reconnecting");
+            super::sync::unmark(&b).await;
         }
     });
 }
 
-/// Subscribes to this node's channel and every channel the hub has now, and
-/// re-registers them in Redis (which may have restarted empty). That covers
-/// every interest change sent before it began.
+/// Waits `backoff` plus jitter before the next attempt and doubles it (up to
+/// [`MAX_BACKOFF`]); `false` when the node stops meanwhile.
+async fn pause(stop: &CancellationToken, backoff: &mut Duration) -> bool {
+    let jitter = rand::random_range(0..=backoff.as_millis() as u64 / 2);
+    let stopped = tokio::select! {
+        _ = stop.cancelled() => true,
+        _ = tokio::time::sleep(*backoff + Duration::from_millis(jitter)) => false,
+    };
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    !stopped
+}
+
+/// Subscribes and registers everything, then marks this node synced.
+async fn resync(
+    b: &Arc<RedisBroker>,
+    sink: &mut redis::aio::PubSubSink,
+    epoch: &str,
+) -> redis::RedisResult<()> {
+    resubscribe(b, sink).await?;
+    super::sync::mark_synced(b, epoch).await
+}
+
+/// Subscribes to this node's channel and every channel it has subscribers
+/// for now, and re-registers them in Redis (which may have restarted empty).
+/// What was pending is taken first, so every change made before the hub is
+/// read is covered, and every change after it stays pending.
 async fn resubscribe(
     b: &Arc<RedisBroker>,
     sink: &mut redis::aio::PubSubSink,
 ) -> redis::RedisResult<()> {
-    let covered = b.interest.last_sent();
-    sink.subscribe(b.names.node_channel(b.node)).await?;
-    let watched = b.watched_channels();
-    if !watched.is_empty() {
-        sink.subscribe(watched).await?;
+    let (covered, pending) = b.interest.take();
+    let result = async {
+        sink.subscribe(b.names.node_channel(b.node)).await?;
+        let watched = b.watched_channels();
+        if !watched.is_empty() {
+            sink.subscribe(watched).await?;
+        }
+        let channels = b.local().map(|l| l.channels()).unwrap_or_default();
+        for chunk in channels.chunks(BATCH) {
+            let names: Vec<String> = chunk.iter().map(|c| b.names.channel(c)).collect();
+            sink.subscribe(names).await?;
+            register(b, chunk, true).await?;
+        }
+        // Channels left while the link was down: drop their registrations
+        // (the new connection subscribed only to what is wanted now).
+        let left: Vec<String> = pending
+            .iter()
+            .filter_map(|(t, want)| match t {
+                Target::Channel(c) if !want && !b.has_subscribers(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        for chunk in left.chunks(BATCH) {
+            register(b, chunk, false).await?;
+        }
+        Ok(())
     }
-    let channels = b.hub.channel_names();
-    for chunk in channels.chunks(BATCH) {
-        let names: Vec<String> = chunk.iter().map(|c| b.names.channel(c)).collect();
-        sink.subscribe(names).await?;
-        register(b, chunk, true).await?;
+    .await;
+    match result {
+        Ok(()) => b.interest.mark_applied(covered),
+        Err(_) => b.interest.restore(pending),
     }
-    b.interest.mark_applied(covered);
-    Ok(())
+    result
 }
 
-/// Applies interest changes in order, grouping runs of the same kind.
+/// Applies interest changes: subscribes first, then unsubscribes that still
+/// hold (the channel has no local subscriber now), then raw channels. What
+/// could not be applied goes back to the pending set.
 async fn apply(
     b: &Arc<RedisBroker>,
     sink: &mut redis::aio::PubSubSink,
-    batch: Vec<Interest>,
+    changes: Vec<(Target, bool)>,
 ) -> redis::RedisResult<()> {
-    let kind = |i: &Interest| match i {
-        Interest::Subscribe(_) => 0,
-        Interest::Unsubscribe(_) => 1,
-        Interest::Watch(_) => 2,
-        Interest::Unwatch(_) => 3,
-    };
-    let mut i = 0;
-    while i < batch.len() {
-        let k = kind(&batch[i]);
-        let mut run = Vec::new();
-        while i < batch.len() && kind(&batch[i]) == k {
-            match &batch[i] {
-                Interest::Subscribe(c)
-                | Interest::Unsubscribe(c)
-                | Interest::Watch(c)
-                | Interest::Unwatch(c) => run.push(c.clone()),
-            }
-            i += 1;
-        }
-        match k {
-            0 | 1 => {
-                let names: Vec<String> = run.iter().map(|c| b.names.channel(c)).collect();
-                if k == 0 {
-                    sink.subscribe(names).await?;
+    let mut join = Vec::new();
+    let mut leave = Vec::new();
+    let mut watch = Vec::new();
+    let mut unwatch = Vec::new();
+    for (t, want) in &changes {
+        match (t, want) {
+            (Target::Channel(c), true) => join.push(c.clone()),
+            (Target::Channel(c), false) => {
+                if b.has_subscribers(c) {
+                    // A subscriber came back before this was applied: the
+                    // channel stays heard.
+                    join.push(c.clone());
                 } else {
-                    sink.unsubscribe(names).await?;
+                    leave.push(c.clone());
                 }
-                register(b, &run, k == 0).await?;
             }
-            2 => sink.subscribe(run).await?,
-            _ => sink.unsubscribe(run).await?,
+            (Target::Raw(r), true) => watch.push(r.clone()),
+            (Target::Raw(r), false) => unwatch.push(r.clone()),
         }
     }
-    Ok(())
+    let result = async {
+        for chunk in join.chunks(BATCH) {
+            let names: Vec<String> = chunk.iter().map(|c| b.names.channel(c)).collect();
+            sink.subscribe(names).await?;
+            register(b, chunk, true).await?;
+        }
+        // The registration goes first: a publish between the two steps then
+        // does not wait for (and name as `missing`) a node that no longer
+        // listens, while the node may still deliver it (it has nobody to).
+        for chunk in leave.chunks(BATCH) {
+            register(b, chunk, false).await?;
+            let names: Vec<String> = chunk.iter().map(|c| b.names.channel(c)).collect();
+            sink.unsubscribe(names).await?;
+        }
+        for chunk in watch.chunks(BATCH) {
+            sink.subscribe(chunk.to_vec()).await?;
+        }
+        for chunk in unwatch.chunks(BATCH) {
+            sink.unsubscribe(chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        b.interest.restore(changes);
+    }
+    result
 }
 
 /// Records (or removes) this node as a subscriber of `channels` in Redis.

@@ -4,9 +4,16 @@
 //! then the payload as is (message data is never re-encoded). Channel
 //! messages travel on `<prefix>:ch:<channel>`, everything else on the
 //! addressed node's `<prefix>:node:<n>`.
+//!
+//! Publishes, sends and calls carry a deadline on Redis's clock (unix ms,
+//! 0 = none): a node that receives one after it drops it, because the
+//! sender has already answered its caller (see [`super::deadline`]). They
+//! use the kinds `p`, `s`, `c`; the earlier `P`, `S`, `C` (no deadline) are
+//! still read, and a node that predates deadlines ignores the new kinds
+//! instead of misreading them (its publisher then lists it in `missing`).
 
-use crate::hub::ClientId;
-use crate::mesh::FrameType;
+use crate::client_id::ClientId;
+use crate::frame::FrameType;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// One message between nodes.
@@ -16,6 +23,7 @@ pub enum Wire {
     Publish {
         origin: u32,
         req: u64,
+        deadline: u64,
         ftype: FrameType,
         data: Bytes,
     },
@@ -25,6 +33,7 @@ pub enum Wire {
     Send {
         origin: u32,
         req: u64,
+        deadline: u64,
         client: ClientId,
         ftype: FrameType,
         data: Bytes,
@@ -33,6 +42,7 @@ pub enum Wire {
     Call {
         origin: u32,
         req: u64,
+        deadline: u64,
         client: ClientId,
         call: Bytes,
     },
@@ -52,6 +62,8 @@ pub enum AckStatus {
     UnknownClient = 1,
     Busy = 2,
     Failed = 3,
+    /// It arrived after its deadline and was dropped.
+    Expired = 4,
 }
 
 impl AckStatus {
@@ -61,6 +73,7 @@ impl AckStatus {
             1 => AckStatus::UnknownClient,
             2 => AckStatus::Busy,
             3 => AckStatus::Failed,
+            4 => AckStatus::Expired,
             _ => return None,
         })
     }
@@ -88,13 +101,15 @@ impl Wire {
             Wire::Publish {
                 origin,
                 req,
+                deadline,
                 ftype,
                 data,
             } => {
-                b.reserve(14 + data.len());
-                b.put_u8(b'P');
+                b.reserve(22 + data.len());
+                b.put_u8(b'p');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
+                b.put_u64_le(*deadline);
                 b.put_u8(ftype_byte(*ftype));
                 b.put_slice(data);
             }
@@ -108,13 +123,15 @@ impl Wire {
             Wire::Send {
                 origin,
                 req,
+                deadline,
                 client,
                 ftype,
                 data,
             } => {
-                b.put_u8(b'S');
+                b.put_u8(b's');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
+                b.put_u64_le(*deadline);
                 b.put_u64_le(*client);
                 b.put_u8(ftype_byte(*ftype));
                 b.put_slice(data);
@@ -122,12 +139,14 @@ impl Wire {
             Wire::Call {
                 origin,
                 req,
+                deadline,
                 client,
                 call,
             } => {
-                b.put_u8(b'C');
+                b.put_u8(b'c');
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
+                b.put_u64_le(*deadline);
                 b.put_u64_le(*client);
                 b.put_slice(call);
             }
@@ -154,14 +173,19 @@ impl Wire {
         }
         let kind = b.get_u8();
         let need = |b: &Bytes, n: usize| b.remaining() >= n;
+        // The lowercase kinds carry a deadline after `req`.
+        let dl = if kind.is_ascii_lowercase() { 8 } else { 0 };
+        let deadline = |b: &mut Bytes| if dl > 0 { b.get_u64_le() } else { 0 };
         Some(match kind {
-            b'P' if need(&b, 13) => {
+            b'P' | b'p' if need(&b, 13 + dl) => {
                 let origin = b.get_u32_le();
                 let req = b.get_u64_le();
+                let deadline = deadline(&mut b);
                 let ftype = ftype_from(b.get_u8())?;
                 Wire::Publish {
                     origin,
                     req,
+                    deadline,
                     ftype,
                     data: b,
                 }
@@ -172,22 +196,25 @@ impl Wire {
                 s: b.get_u64_le(),
                 f: b.get_u64_le(),
             },
-            b'S' if need(&b, 21) => {
+            b'S' | b's' if need(&b, 21 + dl) => {
                 let origin = b.get_u32_le();
                 let req = b.get_u64_le();
+                let deadline = deadline(&mut b);
                 let client = b.get_u64_le();
                 let ftype = ftype_from(b.get_u8())?;
                 Wire::Send {
                     origin,
                     req,
+                    deadline,
                     client,
                     ftype,
                     data: b,
                 }
             }
-            b'C' if need(&b, 20) => Wire::Call {
+            b'C' | b'c' if need(&b, 20 + dl) => Wire::Call {
                 origin: b.get_u32_le(),
                 req: b.get_u64_le(),
+                deadline: deadline(&mut b),
                 client: b.get_u64_le(),
                 call: b,
             },
@@ -212,6 +239,7 @@ mod tests {
             Wire::Publish {
                 origin: 3,
                 req: 9,
+                deadline: 1_700_000_000_123,
                 ftype: FrameType::Binary,
                 data: Bytes::from_static(b"\0\xffdata"),
             },
@@ -224,6 +252,7 @@ mod tests {
             Wire::Send {
                 origin: 1,
                 req: 4,
+                deadline: 0,
                 client: 7 << 32 | 5,
                 ftype: FrameType::Text,
                 data: Bytes::from_static(b"hi"),
@@ -231,6 +260,7 @@ mod tests {
             Wire::Call {
                 origin: 1,
                 req: 5,
+                deadline: 42,
                 client: 8,
                 call: Bytes::from_static(br#"{"f":"subscribe","a":["x"]}"#),
             },
@@ -240,11 +270,36 @@ mod tests {
                 status: AckStatus::UnknownClient,
                 message: "client 8 not found".into(),
             },
+            Wire::Ack {
+                from: 2,
+                req: 6,
+                status: AckStatus::Expired,
+                message: String::new(),
+            },
         ];
         for w in all {
             assert_eq!(Wire::decode(w.encode()), Some(w));
         }
         assert_eq!(Wire::decode(Bytes::from_static(b"Px")), None);
+        assert_eq!(
+            Wire::decode(Bytes::from_static(b"p\x01\0\0\0\0\0\0\0\0\0\0\0\0")),
+            None
+        );
+        // The kinds without a deadline (nodes of earlier versions).
+        let mut old = vec![b'P'];
+        old.extend_from_slice(&3u32.to_le_bytes());
+        old.extend_from_slice(&9u64.to_le_bytes());
+        old.extend_from_slice(b"\x00hi");
+        assert_eq!(
+            Wire::decode(Bytes::from(old)),
+            Some(Wire::Publish {
+                origin: 3,
+                req: 9,
+                deadline: 0,
+                ftype: FrameType::Text,
+                data: Bytes::from_static(b"hi"),
+            })
+        );
         assert_eq!(Wire::decode(Bytes::new()), None);
     }
 }

@@ -14,8 +14,10 @@
 
 use super::WorkerCtx;
 use super::json;
-use crate::hub::{Client, ClientId};
-use crate::mesh::{FrameType, frame};
+use crate::broker::BoxFuture;
+use crate::client_id::ClientId;
+use crate::frame::{FrameType, frame};
+use crate::hub::Client;
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound};
 use bytes::Bytes;
@@ -40,9 +42,9 @@ pub struct ConnLocal {
     context_changed: Notify,
     /// Version of the entry script last run in `env` (hot reload).
     pub script_version: Cell<u64>,
-    /// Cluster: the broker interest change this connection's next frames
-    /// wait for (0: none), set by `conn:subscribe`.
-    hold_interest: Cell<u64>,
+    /// Cluster: what this connection's next frames wait for (the broker
+    /// hearing its latest channels), set by `conn:subscribe`.
+    hold_interest: RefCell<Option<BoxFuture<'static, ()>>>,
     ctx: Rc<CtxRef>,
 }
 
@@ -72,7 +74,7 @@ impl ConnLocal {
             context: RefCell::new(None),
             context_changed: Notify::new(),
             script_version: Cell::new(0),
-            hold_interest: Cell::new(0),
+            hold_interest: RefCell::new(None),
             ctx,
         });
         let ud = lua.create_userdata(LuaConn {
@@ -146,26 +148,22 @@ impl ConnLocal {
 
     /// Cluster: resolves once the cluster hears every channel joined so
     /// far; `None` on one node.
-    pub fn until_heard(&self) -> Option<impl Future<Output = ()> + Send + 'static + use<>> {
-        let seq = self.ctx.mesh.interest_sent()?;
-        Some(self.ctx.mesh.interest_applied(seq))
+    pub fn until_heard(&self) -> Option<BoxFuture<'static, ()>> {
+        self.ctx.mesh.until_heard()
     }
 
     /// Cluster: holds this connection's outgoing frames (the subscribe
-    /// reply first of all) until Redis has the channels just joined, so a
+    /// reply first of all) until the broker has the channels just joined, so a
     /// publish the client's reply prompts is never missed. No-op on one node.
     fn hold_until_heard(&self) {
-        if let Some(seq) = self.ctx.mesh.interest_sent() {
-            self.hold_interest.set(seq);
+        if let Some(wait) = self.ctx.mesh.until_heard() {
+            *self.hold_interest.borrow_mut() = Some(wait);
         }
     }
 
     /// The wait set by `hold_until_heard`, taken once.
-    pub fn take_hold(&self) -> Option<impl Future<Output = ()> + 'static + use<>> {
-        match self.hold_interest.replace(0) {
-            0 => None,
-            seq => Some(self.ctx.mesh.interest_applied(seq)),
-        }
+    pub fn take_hold(&self) -> Option<BoxFuture<'static, ()>> {
+        self.hold_interest.borrow_mut().take()
     }
 
     /// Applies a remote `conn.call`.

@@ -3,8 +3,8 @@
 //! subscribers on every node.
 
 use super::WorkerCtx;
-use crate::hub::parse_client_id;
-use crate::mesh::{FrameType, frame};
+use crate::client_id::parse_client_id;
+use crate::frame::{FrameType, frame};
 use bytes::Bytes;
 use mlua::{Lua, Table, Value};
 

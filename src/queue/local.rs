@@ -9,11 +9,12 @@
 //! away hands back what it had not written. This module knows nothing about
 //! sockets or Lua.
 
-use super::{ConsumerId, PushError, QueuedMessage};
+use super::{BoxFuture, ConsumerId, PushError, QueueLimits, QueueStore, QueuedMessage};
 use parking_lot::Mutex;
 use prometheus::IntGaugeVec;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 struct Consumer {
@@ -51,22 +52,28 @@ pub struct LocalQueues {
 }
 
 impl LocalQueues {
-    pub fn new(topic_size: usize, max_topics: usize, depth: IntGaugeVec) -> Self {
+    pub fn new(limits: QueueLimits) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
-            topic_size,
-            max_topics,
-            depth,
+            topic_size: limits.topic_size,
+            max_topics: limits.max_topics,
+            depth: limits.depth,
         }
     }
 
+    /// Sets a topic's depth gauge, or removes its label once the topic is
+    /// gone (called under the lock, so a concurrent push cannot interleave).
     fn set_depth(&self, topic: &str, n: usize) {
-        self.depth.with_label_values(&[topic]).set(n as i64);
+        if n == 0 {
+            let _ = self.depth.remove_label_values(&[topic]);
+        } else {
+            self.depth.with_label_values(&[topic]).set(n as i64);
+        }
     }
 
     /// Queues a message; returns the topic's depth after the push.
     pub fn push(&self, msg: QueuedMessage) -> Result<usize, PushError> {
-        if msg.topic.is_empty() || msg.topic.len() > 256 {
+        if !super::valid_topic(&msg.topic) {
             return Err(PushError::InvalidTopic);
         }
         let mut g = self.inner.lock();
@@ -82,7 +89,6 @@ impl LocalQueues {
         q.push_back(msg);
         let depth = q.len();
         g.wake_one(&topic);
-        drop(g);
         self.set_depth(&topic, depth);
         Ok(depth)
     }
@@ -139,9 +145,7 @@ impl LocalQueues {
                 if q.is_empty() {
                     inner.topics.remove(topic);
                 }
-                let topic = m.topic.clone();
-                drop(g);
-                self.set_depth(&topic, depth);
+                self.set_depth(&m.topic, depth);
                 return Some(m);
             }
         }
@@ -163,7 +167,6 @@ impl LocalQueues {
         q.push_front(msg);
         let depth = q.len();
         g.wake_one(&topic);
-        drop(g);
         self.set_depth(&topic, depth);
     }
 
@@ -173,13 +176,49 @@ impl LocalQueues {
     }
 }
 
+impl QueueStore for LocalQueues {
+    fn push(&self, msg: QueuedMessage) -> BoxFuture<'_, Result<usize, PushError>> {
+        let r = LocalQueues::push(self, msg);
+        Box::pin(async move { r })
+    }
+    fn register(&self, topics: Vec<String>) -> (ConsumerId, Arc<Notify>) {
+        LocalQueues::register(self, topics)
+    }
+    fn unregister(&self, id: ConsumerId) {
+        LocalQueues::unregister(self, id)
+    }
+    fn try_take(&self, id: ConsumerId) -> BoxFuture<'_, Option<QueuedMessage>> {
+        let r = LocalQueues::try_take(self, id);
+        Box::pin(async move { r })
+    }
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn requeue(&self, msg: QueuedMessage) -> BoxFuture<'_, ()> {
+        LocalQueues::requeue(self, msg);
+        Box::pin(async {})
+    }
+    fn refresh_depth(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn queues(size: usize, topics: usize) -> LocalQueues {
-        let g = IntGaugeVec::new(prometheus::Opts::new("d", "d"), &["topic"]).unwrap();
-        LocalQueues::new(size, topics, g)
+        let depth = IntGaugeVec::new(prometheus::Opts::new("d", "d"), &["topic"]).unwrap();
+        LocalQueues::new(QueueLimits {
+            topic_size: size,
+            max_topics: topics,
+            depth,
+        })
+    }
+
+    fn labels(q: &LocalQueues) -> usize {
+        use prometheus::core::Collector;
+        q.depth.collect().iter().map(|f| f.get_metric().len()).sum()
     }
 
     fn msg(topic: &str, n: i64) -> QueuedMessage {
@@ -220,5 +259,17 @@ mod tests {
         q.requeue(second);
         q.unregister(b);
         assert_eq!(q.try_take(a).unwrap().data, 2);
+    }
+
+    #[test]
+    fn a_topic_label_goes_with_the_topic() {
+        let q = queues(10, 10);
+        let (id, _) = q.register(vec!["t".into()]);
+        q.push(msg("t", 1)).unwrap();
+        assert_eq!(labels(&q), 1);
+        let m = q.try_take(id).unwrap();
+        assert_eq!(labels(&q), 0, "an emptied topic leaves no depth label");
+        q.requeue(m);
+        assert_eq!(labels(&q), 1);
     }
 }

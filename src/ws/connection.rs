@@ -244,7 +244,7 @@ struct Driver<'a> {
     need_flush: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
-    /// Cluster: frames wait until Redis has the channels just joined.
+    /// Cluster: frames wait until the broker has the channels just joined.
     hold: Option<Pin<Box<dyn Future<Output = ()>>>>,
 }
 
@@ -374,7 +374,7 @@ impl Driver<'_> {
     /// Whether frames must wait for the broker (see `ConnLocal::take_hold`).
     fn held(&mut self, cx: &mut Context<'_>) -> bool {
         if let Some(wait) = self.conn.take_hold() {
-            self.hold = Some(Box::pin(wait));
+            self.hold = Some(wait);
         }
         let Some(wait) = self.hold.as_mut() else {
             return false;

@@ -98,6 +98,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     http: reqwest::Client,
     mode: String,
+    /// Extra environment variables of the process (test-only hooks).
+    env: Vec<(String, String)>,
 }
 
 /// Builds the YAML for `servers`; `engine_extra` lines go under `engine:`,
@@ -181,6 +183,17 @@ impl Gateway {
         top: &str,
         mode: &str,
     ) -> Gateway {
+        Self::start_full_env(servers, engine_extra, top, mode, Vec::new()).await
+    }
+
+    /// [`Gateway::start_full`] with extra environment variables.
+    pub async fn start_full_env(
+        servers: Vec<ServerSpec>,
+        engine_extra: &str,
+        top: &str,
+        mode: &str,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("connmix.yaml");
         let paths = servers.iter().map(|s| s.path.clone()).collect();
@@ -193,6 +206,7 @@ impl Gateway {
             config_path,
             http: reqwest::Client::new(),
             mode: mode.to_string(),
+            env,
         };
         // A port found free can be taken by a parallel test before the
         // gateway binds it: then start again on other ports.
@@ -222,6 +236,7 @@ impl Gateway {
             .args([self.mode.as_str(), "-f"])
             .arg(&self.config_path)
             .current_dir(self.dir.path())
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

@@ -50,9 +50,33 @@ impl RedisServer {
     /// Stops the server (SIGKILL) and waits until it is gone.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // A paused server must be let go on to die.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is
+    /// answered until [`RedisServer::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid} failed");
     }
 
     /// Starts it again on the same port, empty.
@@ -90,11 +114,23 @@ impl Gateway {
         redis: &RedisServer,
         prefix: &str,
     ) -> Gateway {
+        Self::start_node_with(servers, redis, prefix, 2000, Vec::new()).await
+    }
+
+    /// [`Gateway::start_node`] with `publishTimeoutMs` and `callTimeoutMs`
+    /// set to `timeout_ms`, and extra environment variables.
+    pub async fn start_node_with(
+        servers: Vec<ServerSpec>,
+        redis: &RedisServer,
+        prefix: &str,
+        timeout_ms: u64,
+        env: Vec<(String, String)>,
+    ) -> Gateway {
         let cluster = format!(
-            "  cluster:\n    addr: {}\n    prefix: {prefix}\n    heartbeat: 1\n    nodeExpiry: 3\n    publishTimeoutMs: 2000\n    callTimeoutMs: 2000\n",
+            "  cluster:\n    addr: {}\n    prefix: {prefix}\n    heartbeat: 1\n    nodeExpiry: 3\n    publishTimeoutMs: {timeout_ms}\n    callTimeoutMs: {timeout_ms}\n",
             redis.addr()
         );
-        Self::start_full(servers, &cluster, "", "engine").await
+        Self::start_full_env(servers, &cluster, "", "engine", env).await
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

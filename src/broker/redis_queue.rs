@@ -6,8 +6,8 @@
 //! Depth gauges are read back from Redis when `/metrics` is scraped, so
 //! every node reports the cluster's depth, whoever pushed or popped.
 
-use super::{ConsumerId, PushError, QueuedMessage};
-use crate::broker::redis::RedisBroker;
+use super::redis::RedisBroker;
+use crate::queue::{BoxFuture, ConsumerId, PushError, QueueLimits, QueueStore, QueuedMessage};
 use parking_lot::Mutex;
 use prometheus::IntGaugeVec;
 use prometheus::core::Collector;
@@ -67,17 +67,12 @@ pub struct RedisQueues {
 }
 
 impl RedisQueues {
-    pub fn new(
-        broker: Arc<RedisBroker>,
-        topic_size: usize,
-        max_topics: usize,
-        depth: IntGaugeVec,
-    ) -> Arc<Self> {
+    pub fn new(broker: Arc<RedisBroker>, limits: QueueLimits) -> Arc<Self> {
         let q = Arc::new(Self {
             broker: broker.clone(),
-            topic_size,
-            max_topics,
-            depth,
+            topic_size: limits.topic_size,
+            max_topics: limits.max_topics,
+            depth: limits.depth,
             consumers: Mutex::new(HashMap::new()),
             next_id: Mutex::new(0),
         });
@@ -192,7 +187,11 @@ impl RedisQueues {
                 if let Some(c) = self.consumers.lock().get_mut(&id) {
                     c.next = (i + 1) % n;
                 }
-                self.depth.with_label_values(&[&topics[i]]).set(left);
+                if left == 0 {
+                    let _ = self.depth.remove_label_values(&[&topics[i]]);
+                } else {
+                    self.depth.with_label_values(&[&topics[i]]).set(left);
+                }
                 match serde_json::from_str(&payload) {
                     Ok(m) => return Some(m),
                     Err(e) => tracing::warn!("dropping a malformed queue message: {e}"),
@@ -202,8 +201,8 @@ impl RedisQueues {
         None
     }
 
-    /// Reads every topic's length from Redis into the depth gauges (topics
-    /// that emptied read 0). Leaves the gauges as they are when Redis does
+    /// Reads every topic's length from Redis into the depth gauges (the
+    /// label of a topic that is gone is removed). Leaves the gauges as they are when Redis does
     /// not answer within a second.
     pub async fn refresh_depth(&self) {
         let mut cmd = self.broker.cmd.clone();
@@ -213,6 +212,9 @@ impl RedisQueues {
                 .arg(&set)
                 .query_async(&mut cmd)
                 .await?;
+            if topics.is_empty() {
+                return Ok(HashMap::new());
+            }
             let mut pipe = redis::pipe();
             for t in &topics {
                 pipe.cmd("LLEN").arg(self.keys(t).0);
@@ -227,7 +229,7 @@ impl RedisQueues {
             for m in family.get_metric() {
                 let topic = m.get_label().first().map(|l| l.value());
                 if let Some(t) = topic.filter(|t| !lens.contains_key(*t)) {
-                    self.depth.with_label_values(&[t]).set(0);
+                    let _ = self.depth.remove_label_values(&[t]);
                 }
             }
         }
@@ -248,5 +250,29 @@ impl RedisQueues {
         if let Err(e) = inv.invoke_async::<i64>(&mut cmd).await {
             tracing::error!("could not hand back a queue message of {}: {e}", msg.topic);
         }
+    }
+}
+
+impl QueueStore for RedisQueues {
+    fn push(&self, msg: QueuedMessage) -> BoxFuture<'_, Result<usize, PushError>> {
+        Box::pin(RedisQueues::push(self, msg))
+    }
+    fn register(&self, topics: Vec<String>) -> (ConsumerId, Arc<Notify>) {
+        RedisQueues::register(self, topics)
+    }
+    fn unregister(&self, id: ConsumerId) {
+        RedisQueues::unregister(self, id)
+    }
+    fn try_take(&self, id: ConsumerId) -> BoxFuture<'_, Option<QueuedMessage>> {
+        Box::pin(RedisQueues::try_take(self, id))
+    }
+    fn poll_interval(&self) -> Option<Duration> {
+        Some(POLL)
+    }
+    fn requeue(&self, msg: QueuedMessage) -> BoxFuture<'_, ()> {
+        Box::pin(RedisQueues::requeue(self, msg))
+    }
+    fn refresh_depth(&self) -> BoxFuture<'_, ()> {
+        Box::pin(RedisQueues::refresh_depth(self))
     }
 }

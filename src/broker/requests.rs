@@ -1,0 +1,296 @@
+//! The requests a node makes of the others (publish, send, call), and the
+//! rules that keep their answers true:
+//! - a publish counts only the deliveries that nodes reported; a node that
+//!   should have reported and did not, or whose subscriptions may be missing
+//!   (not marked synced, see [`super::sync`]), is named in `missing`;
+//! - a request that this node answers as failed is not carried out later:
+//!   it carries a deadline that Redis and the receiving node enforce (see
+//!   [`super::deadline`]);
+//! - a send or call whose confirmation did not come back in time says that
+//!   it may have been carried out (before its deadline, never after).
+
+use super::deadline::{EXPIRED, with_deadline};
+use super::redis::RedisBroker;
+use super::sync::{epoch_key, synced_key};
+use super::wire::{AckStatus, Wire};
+use super::{BrokerError, RemoteDelivery};
+use crate::client_id::{ClientId, node_of};
+use crate::frame::FrameType;
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::sync::LazyLock;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Publishes (unless the deadline `ARGV[2]` passed) and returns the number
+/// of receiving links, the nodes registered for the channel, and the nodes
+/// whose subscriptions are not known to be in place: members of `p:nodes`,
+/// plus, when the epoch is no longer `ARGV[3]` (Redis lost its data since
+/// the publisher's last heartbeat), the publisher's live view `ARGV[4..]`.
+static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&with_deadline(
+        r#"
+local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
+local members = redis.call('SMEMBERS', KEYS[2])
+local unsynced, seen = {}, {}
+local function check(m)
+  if not seen[m] then
+    seen[m] = true
+    if redis.call('SISMEMBER', KEYS[4], m) == 0 then unsynced[#unsynced + 1] = m end
+  end
+end
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do check(m) end
+if redis.call('GET', KEYS[5]) ~= ARGV[3] then
+  for i = 4, #ARGV do check(ARGV[i]) end
+end
+return {n, members, unsynced}
+"#,
+        "{-1, {}, {}}",
+    ))
+});
+
+/// Publishes to a node's channel unless the deadline `ARGV[2]` passed.
+static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&with_deadline(
+        "return redis.call('PUBLISH', KEYS[1], ARGV[1])",
+        "-1",
+    ))
+});
+
+/// Why a publish reached no other node.
+const PUBLISH_TIMED_OUT: &str = "broker unavailable: publish timed out; \
+     no other node delivers it (it is dropped past its deadline)";
+const PUBLISH_EXPIRED: &str = "broker unavailable: Redis took the publish after its deadline; \
+     no other node delivered it";
+
+/// Removes a pending request's entry when the request ends, however it ends.
+struct Pending<'a, T> {
+    map: &'a parking_lot::Mutex<std::collections::HashMap<u64, T>>,
+    req: u64,
+}
+
+impl<T> Drop for Pending<'_, T> {
+    fn drop(&mut self) {
+        self.map.lock().remove(&self.req);
+    }
+}
+
+fn failed(error: impl Into<String>) -> RemoteDelivery {
+    RemoteDelivery {
+        error: Some(error.into()),
+        ..Default::default()
+    }
+}
+
+impl RedisBroker {
+    /// Publishes to other nodes and collects their delivery counts.
+    pub async fn publish(&self, ch: &str, ftype: FrameType, data: Bytes) -> RemoteDelivery {
+        if let Some(e) = self.down() {
+            return failed(e.to_string());
+        }
+        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
+        let until = Instant::now() + timeout;
+        let deadline = self.clock.deadline(timeout);
+        let req = self.req();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.reports.lock().insert(req, tx);
+        let _pending = Pending {
+            map: &self.reports,
+            req,
+        };
+        let payload = Wire::Publish {
+            origin: self.node,
+            req,
+            deadline,
+            ftype,
+            data,
+        }
+        .encode();
+        let live: Vec<u32> = self.live.read().keys().copied().collect();
+        let mut invocation = PUBLISH_SCRIPT.key(self.names.channel(ch));
+        invocation
+            .key(self.names.chnodes(ch))
+            .key(self.names.nodes())
+            .key(synced_key(&self.names.prefix))
+            .key(epoch_key(&self.names.prefix))
+            .arg(payload.as_ref())
+            .arg(deadline)
+            .arg(self.sync.seen_epoch())
+            .arg(live);
+        let mut cmd = self.cmd.clone();
+        let invoked = invocation.invoke_async::<(i64, Vec<u32>, Vec<u32>)>(&mut cmd);
+        let (receivers, members, unsynced) = match tokio::time::timeout_at(until, invoked).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return failed(format!("broker unavailable: {e}")),
+            Err(_) => return failed(PUBLISH_TIMED_OUT),
+        };
+        if receivers == EXPIRED {
+            return failed(PUBLISH_EXPIRED);
+        }
+        // Nodes whose subscriptions may be missing are named unless they
+        // report; they are not waited for (they may never hear it).
+        let unsynced: HashSet<u32> = unsynced
+            .into_iter()
+            .chain(self.sync.held())
+            .filter(|n| *n != self.node)
+            .collect();
+        let mut expected: HashSet<u32> = {
+            let live = self.live.read();
+            members
+                .into_iter()
+                .filter(|m| *m != self.node && live.contains_key(m) && !unsynced.contains(m))
+                .collect()
+        };
+        let mut out = RemoteDelivery::default();
+        let mut reported = HashSet::new();
+        let mut count = |(from, s, f): (u32, u64, u64), out: &mut RemoteDelivery| {
+            if reported.insert(from) {
+                out.success += s;
+                out.fail += f;
+            }
+        };
+        // No link received it: nobody will report.
+        while receivers > 0 && !expected.is_empty() {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(report)) => {
+                    expected.remove(&report.0);
+                    count(report, &mut out);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // Reports already here from nodes not waited for still count.
+        while let Ok(report) = rx.try_recv() {
+            count(report, &mut out);
+        }
+        let mut missing: Vec<u32> = expected
+            .into_iter()
+            .chain(unsynced)
+            .filter(|n| !reported.contains(n))
+            .collect::<HashSet<u32>>()
+            .into_iter()
+            .collect();
+        missing.sort_unstable();
+        out.missing = missing.into_iter().map(|n| self.node_name(n)).collect();
+        out
+    }
+
+    /// Sends a frame to a client of another node.
+    pub async fn send(
+        &self,
+        client: ClientId,
+        ftype: FrameType,
+        data: Bytes,
+    ) -> Result<(), BrokerError> {
+        let (req, until, deadline) = self.request_limits();
+        let msg = Wire::Send {
+            origin: self.node,
+            req,
+            deadline,
+            client,
+            ftype,
+            data,
+        };
+        self.request(node_of(client), req, until, msg).await
+    }
+
+    /// Runs `conn.call` on a client of another node.
+    pub async fn call(
+        &self,
+        client: ClientId,
+        func: &str,
+        args: Vec<serde_json::Value>,
+    ) -> Result<(), BrokerError> {
+        let (req, until, deadline) = self.request_limits();
+        let call = serde_json::json!({"f": func, "a": args}).to_string();
+        let msg = Wire::Call {
+            origin: self.node,
+            req,
+            deadline,
+            client,
+            call: Bytes::from(call),
+        };
+        self.request(node_of(client), req, until, msg).await
+    }
+
+    /// A request number, when this node gives up waiting, and the deadline
+    /// after which the request must not be carried out.
+    fn request_limits(&self) -> (u64, Instant, u64) {
+        let timeout = Duration::from_millis(self.cfg.call_timeout_ms);
+        let until = Instant::now() + timeout;
+        (self.req(), until, self.clock.deadline(timeout))
+    }
+
+    async fn request(
+        &self,
+        node: u32,
+        req: u64,
+        until: Instant,
+        msg: Wire,
+    ) -> Result<(), BrokerError> {
+        if let Some(e) = self.down() {
+            return Err(e);
+        }
+        if !self.live.read().contains_key(&node) {
+            return Err(BrokerError::UnknownNode(node));
+        }
+        let deadline = match &msg {
+            Wire::Send { deadline, .. } | Wire::Call { deadline, .. } => *deadline,
+            _ => 0,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().insert(req, tx);
+        let _pending = Pending {
+            map: &self.acks,
+            req,
+        };
+        let mut cmd = self.cmd.clone();
+        let mut invocation = NODE_SCRIPT.key(self.names.node_channel(node));
+        invocation.arg(msg.encode().as_ref()).arg(deadline);
+        let receivers: i64 =
+            match tokio::time::timeout_at(until, invocation.invoke_async(&mut cmd)).await {
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => return Err(BrokerError::Down(e.to_string())),
+                Err(_) => {
+                    return Err(BrokerError::Down(
+                    "no answer from Redis in time; not delivered (it is dropped past its deadline)"
+                        .into(),
+                ));
+                }
+            };
+        if receivers == EXPIRED {
+            return Err(BrokerError::Down(
+                "Redis took it after its deadline; not delivered".into(),
+            ));
+        }
+        if receivers == 0 {
+            // Alive by its heartbeat but not listening: its link to Redis is
+            // being restored.
+            return Err(if self.live.read().contains_key(&node) {
+                BrokerError::Down(format!(
+                    "node {} is not listening right now (its Redis link is being restored); not delivered",
+                    self.node_name(node)
+                ))
+            } else {
+                BrokerError::UnknownNode(node)
+            });
+        }
+        let Ok(Ok((status, message))) = tokio::time::timeout_at(until, rx).await else {
+            return Err(BrokerError::Remote(format!(
+                "node {} did not confirm in time: it may have been delivered before its deadline, never after",
+                self.node_name(node)
+            )));
+        };
+        match status {
+            AckStatus::Ok => Ok(()),
+            AckStatus::UnknownClient => Err(BrokerError::UnknownClient(message)),
+            AckStatus::Busy => Err(BrokerError::Busy(message)),
+            AckStatus::Failed => Err(BrokerError::Remote(message)),
+            AckStatus::Expired => Err(BrokerError::Down(format!(
+                "it reached node {} after its deadline; not delivered",
+                self.node_name(node)
+            ))),
+        }
+    }
+}
