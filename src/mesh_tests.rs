@@ -83,7 +83,7 @@ fn mesh() -> (Arc<Mesh>, Arc<FakeBroker>) {
 }
 
 fn client(mesh: &Mesh) -> Arc<Client> {
-    let c = Arc::new(Client::new(mesh.hub.next_id(), 0, 8, 16));
+    let c = Arc::new(Client::new(mesh.hub.next_id(), 0, (8, 1 << 20), 16));
     mesh.register(c.clone());
     c
 }
