@@ -135,13 +135,13 @@ impl RedisBroker {
             .chain(self.sync.held())
             .filter(|n| *n != self.node)
             .collect();
-        let mut expected: HashSet<u32> = {
-            let live = self.live.read();
-            members
-                .into_iter()
-                .filter(|m| *m != self.node && live.contains_key(m) && !unsynced.contains(m))
-                .collect()
-        };
+        // Every registered node is waited for, also one this node's live
+        // view does not have yet (it re-registered since the last heartbeat):
+        // ignoring it would answer its subscribers as a silent s:0.
+        let mut expected: HashSet<u32> = members
+            .into_iter()
+            .filter(|m| *m != self.node && !unsynced.contains(m))
+            .collect();
         let mut out = RemoteDelivery::default();
         let mut reported = HashSet::new();
         let mut count = |(from, s, f): (u32, u64, u64), out: &mut RemoteDelivery| {
