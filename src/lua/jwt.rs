@@ -11,6 +11,9 @@
 use crate::jwt::{self, JwtError, VerifyOptions};
 use mlua::{Lua, Table, Value};
 
+/// Largest `leeway` (seconds) a script may pass: a year.
+const MAX_LEEWAY: u64 = 365 * 86_400;
+
 pub fn module(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
@@ -102,9 +105,14 @@ fn options(opts: &Value) -> Result<VerifyOptions, String> {
     }
     match get("leeway")? {
         Value::Nil => {}
-        Value::Integer(n) if n >= 0 => o.leeway = n as u64,
-        Value::Number(n) if n >= 0.0 && n.is_finite() => o.leeway = n as u64,
-        _ => return Err("invalid option: leeway must be seconds (a number >= 0)".into()),
+        // Bounded: the validator computes `now - leeway` and `now + leeway`.
+        Value::Integer(n) if (0..=MAX_LEEWAY as i64).contains(&n) => o.leeway = n as u64,
+        Value::Number(n) if (0.0..=MAX_LEEWAY as f64).contains(&n) => o.leeway = n as u64,
+        _ => {
+            return Err(format!(
+                "invalid option: leeway must be seconds from 0 to {MAX_LEEWAY}"
+            ));
+        }
     }
     o.iss = strings(get("iss")?, "iss")?;
     o.aud = strings(get("aud")?, "aud")?;

@@ -14,19 +14,23 @@
 //! - A Lua error is logged with file, line and client id, counted, and
 //!   swallowed: it never reaches the connection loop as a failure.
 
+pub mod budget;
 pub mod conn;
 pub mod http;
 pub mod json;
 pub mod jwt;
 pub mod mesh;
 pub mod mix;
+pub mod pattern;
 pub mod pool;
 pub mod queue;
 pub mod redis;
+pub mod sandbox;
+pub mod strlib;
 
 use crate::config::Config;
 use crate::mesh::Mesh;
-use crate::script::ScriptStore;
+pub use crate::script::{ScriptError, ScriptStore, compile, compile_source};
 use conn::ConnLocal;
 use mlua::{Function, HookTriggers, IntoLuaMulti, Lua, MultiValue, Table, VmState};
 use std::cell::{Cell, RefCell};
@@ -40,7 +44,6 @@ use std::time::{Duration, Instant};
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<ConnLocal>>> = const { RefCell::new(None) };
-    static POLL_START: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// The connection whose hook is running on this thread right now.
@@ -53,18 +56,6 @@ pub struct WorkerCtx {
     pub mesh: Arc<Mesh>,
     pub config: Arc<Config>,
     pub http: reqwest::Client,
-}
-
-/// Why a script could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ScriptError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Compile(String),
 }
 
 /// One server's entry script as compiled in this VM.
@@ -89,47 +80,24 @@ pub struct LuaRuntime {
     builtin_modules: Vec<String>,
 }
 
-/// Compiles script text into `lua`; errors carry file and line.
-pub fn compile_source(lua: &Lua, path: &Path, src: &[u8]) -> Result<Function, ScriptError> {
-    lua.load(src)
-        .set_name(format!("@{}", path.display()))
-        .into_function()
-        .map_err(|e| ScriptError::Compile(first_line(&e.to_string())))
-}
-
-/// Reads and compiles a script file into `lua`.
-pub fn compile(lua: &Lua, path: &Path) -> Result<Function, ScriptError> {
-    let src = std::fs::read(path).map_err(|source| ScriptError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    compile_source(lua, path, &src)
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("syntax error: ")
-        .to_string()
-}
-
 impl LuaRuntime {
     /// Builds a VM with the `mix` module and compiles every server's script.
     pub fn new(ctx: WorkerCtx, store: Arc<ScriptStore>) -> Result<Self, ScriptError> {
         let lua = Lua::new();
-        let budget = Duration::from_millis(ctx.config.engine.luavm.hook_timeout_ms.max(1));
+        let luavm = &ctx.config.engine.luavm;
+        budget::set_budget(Duration::from_millis(luavm.hook_timeout_ms.max(1)));
+        let (memory_limit, system_access) = (luavm.memory_limit, luavm.system_access);
         let entries = store.paths();
         let setup = || -> mlua::Result<Table> {
             // The count hook cannot fire inside JIT-compiled traces.
             lua.load("if jit then jit.off() end").exec()?;
             set_package_path(&lua, &entries)?;
             mix::install(&lua)?;
+            sandbox::install(&lua, system_access, memory_limit)?;
             lua.set_global_hook(
-                HookTriggers::new().every_nth_instruction(10_000),
+                HookTriggers::new().every_nth_instruction(budget::CHECK_EVERY_INSTRUCTIONS),
                 move |_, debug| {
-                    let over = POLL_START.with(|s| s.get().is_some_and(|t| t.elapsed() > budget));
-                    if !over {
+                    if budget::aborting().is_none() && !budget::over_budget() {
                         return Ok(VmState::Continue);
                     }
                     let src = debug.source();
@@ -139,10 +107,7 @@ impl LuaRuntime {
                         .map(|s| s.trim_start_matches('@').to_string())
                         .unwrap_or_else(|| "?".into());
                     let line = debug.current_line().unwrap_or(0);
-                    Err(mlua::Error::RuntimeError(format!(
-                        "{file}:{line}: hook aborted: ran longer than {} ms without waiting (engine.luavm.hookTimeoutMs)",
-                        budget.as_millis()
-                    )))
+                    Err(budget::abort(&format!("{file}:{line}")))
                 },
             )?;
             let meta = lua.create_table()?;
@@ -150,6 +115,11 @@ impl LuaRuntime {
             Ok(meta)
         };
         let env_meta = setup().map_err(|e| ScriptError::Compile(e.to_string()))?;
+        if memory_limit > 0 {
+            // Set after the setup: the standard libraries and `mix` fit anyway.
+            lua.set_memory_limit(memory_limit)
+                .map_err(|e| ScriptError::Compile(format!("engine.luavm.memoryLimit: {e}")))?;
+        }
         lua.set_app_data(ctx);
         let mut scripts = Vec::new();
         for (i, path) in entries.iter().enumerate() {
@@ -315,22 +285,23 @@ fn set_package_path(lua: &Lua, entries: &[PathBuf]) -> mlua::Result<()> {
     package.set("path", path)
 }
 
-/// Sets the thread-locals that a running hook needs, and clears them on drop.
+/// Sets the thread-locals that a running hook needs (its connection, a
+/// fresh CPU budget), and restores them on drop.
 struct PollScope {
     prev: Option<Rc<ConnLocal>>,
+    _poll: budget::Poll,
 }
 
 impl PollScope {
     fn enter(conn: Rc<ConnLocal>) -> Self {
-        POLL_START.with(|s| s.set(Some(Instant::now())));
+        let poll = budget::Poll::start();
         let prev = CURRENT.with(|c| c.borrow_mut().replace(conn));
-        Self { prev }
+        Self { prev, _poll: poll }
     }
 }
 
 impl Drop for PollScope {
     fn drop(&mut self) {
-        POLL_START.with(|s| s.set(None));
         CURRENT.with(|c| *c.borrow_mut() = self.prev.take());
     }
 }
@@ -367,9 +338,24 @@ impl Future for HookCall {
             Ok(v) => Some(v),
             Err(e) => {
                 report_error(&this.conn, this.name, &this.script, &e);
+                if is_memory_error(&e) {
+                    // LuaJIT has no emergency collection: free what the
+                    // failed hook left behind before anyone allocates again.
+                    let _ = this.conn.lua().gc_collect();
+                }
                 None
             }
         })
+    }
+}
+
+/// Whether `e` (or what it wraps) is the VM running out of its memory limit.
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
+        mlua::Error::WithContext { cause, .. } => is_memory_error(cause),
+        other => other.to_string().contains("not enough memory"),
     }
 }
 

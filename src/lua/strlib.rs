@@ -1,0 +1,316 @@
+//! `string.find`, `string.match`, `string.gmatch` and `string.gsub` on the
+//! budgeted matcher of [`super::pattern`], replacing LuaJIT's C versions
+//! (which the CPU budget cannot interrupt). Arguments and results are those
+//! of LuaJIT (Lua 5.1): `init` is clamped to the subject, `gsub` accepts a
+//! string, table or function replacement and an optional count, `gmatch`
+//! does not treat `^` as an anchor.
+//!
+//! `gsub` builds its result outside the Lua heap, so it checks the result
+//! against `engine.luavm.memoryLimit` itself; a replacement function is one
+//! more level of native nesting (counted with coroutines).
+
+use super::budget::{self, Ticker};
+use super::pattern::{Captured, Matcher, has_specials};
+use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
+
+/// Installs the four functions into the VM's `string` table (which is also
+/// what string methods such as `s:find(p)` look up).
+pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
+    let string: Table = lua.globals().get("string")?;
+    string.set(
+        "find",
+        lua.create_function(
+            |lua, (s, p, init, plain): (LuaString, LuaString, Option<i64>, Value)| {
+                let plain = !matches!(plain, Value::Nil | Value::Boolean(false));
+                find_or_match(lua, &s.as_bytes(), &p.as_bytes(), init, plain, true)
+            },
+        )?,
+    )?;
+    string.set(
+        "match",
+        lua.create_function(|lua, (s, p, init): (LuaString, LuaString, Option<i64>)| {
+            find_or_match(lua, &s.as_bytes(), &p.as_bytes(), init, false, false)
+        })?,
+    )?;
+    string.set(
+        "gsub",
+        lua.create_function(
+            move |lua, (s, p, repl, max_n): (LuaString, LuaString, Value, Option<i64>)| {
+                gsub(lua, &s.as_bytes(), &p.as_bytes(), repl, max_n, memory_limit)
+            },
+        )?,
+    )?;
+    let step = lua.create_function(|lua, (s, p, pos): (LuaString, LuaString, usize)| {
+        gmatch_step(lua, &s.as_bytes(), &p.as_bytes(), pos)
+    })?;
+    let gmatch: Function = lua
+        .load(GMATCH_LUA)
+        .set_name("=string.gmatch")
+        .call(step)?;
+    string.set("gmatch", gmatch)
+}
+
+/// The iterator keeps its subject, pattern and position as Lua values (no
+/// Rust handles that would pin slots of mlua's reference stack).
+const GMATCH_LUA: &str = r#"
+local step = ...
+local type, error = type, error
+return function(s, p)
+    for i, v in ipairs({ s, p }) do
+        local t = type(v)
+        if t ~= "string" and t ~= "number" then
+            error("bad argument #" .. i .. " to 'gmatch' (string expected, got " .. t .. ")", 2)
+        end
+    end
+    local pos = 0
+    local function take(np, ...)
+        if np == nil then
+            return nil
+        end
+        pos = np
+        return ...
+    end
+    return function()
+        return take(step(s, p, pos))
+    end
+end
+"#;
+
+fn value_of(lua: &Lua, src: &[u8], c: Captured) -> mlua::Result<Value> {
+    Ok(match c {
+        Captured::Span(a, b) => Value::String(lua.create_string(&src[a..b])?),
+        Captured::Position(n) => Value::Integer(n as _),
+    })
+}
+
+fn push_captures(
+    lua: &Lua,
+    src: &[u8],
+    caps: Vec<Captured>,
+    out: &mut MultiValue,
+) -> mlua::Result<()> {
+    for c in caps {
+        out.push_back(value_of(lua, src, c)?);
+    }
+    Ok(())
+}
+
+/// Lua 5.1's start offset: 1-based, negative from the end, clamped.
+fn start_offset(init: Option<i64>, len: usize) -> usize {
+    let len_i = len as i64;
+    let mut st = init.unwrap_or(1);
+    if st < 0 {
+        st = st.saturating_add(len_i);
+    } else {
+        st -= 1;
+    }
+    (st.max(0) as u64).min(len as u64) as usize
+}
+
+fn find_or_match(
+    lua: &Lua,
+    s: &[u8],
+    p: &[u8],
+    init: Option<i64>,
+    plain: bool,
+    find: bool,
+) -> mlua::Result<MultiValue> {
+    let st = start_offset(init, s.len());
+    let mut out = MultiValue::new();
+    let mut ticker = Ticker::new(if find { "string.find" } else { "string.match" });
+    if find && (plain || !has_specials(p)) {
+        if let Some(i) = plain_find(s, p, st, &mut ticker)? {
+            out.push_back(Value::Integer((i + 1) as _));
+            out.push_back(Value::Integer((i + p.len()) as _));
+        } else {
+            out.push_back(Value::Nil);
+        }
+        return Ok(out);
+    }
+    let (anchor, p0) = if p.first() == Some(&b'^') {
+        (true, 1)
+    } else {
+        (false, 0)
+    };
+    let mut m = Matcher::new(s, p, &mut ticker);
+    let mut at = st;
+    loop {
+        if let Some(e) = m.match_at(at, p0)? {
+            if find {
+                out.push_back(Value::Integer((at + 1) as _));
+                out.push_back(Value::Integer(e as _));
+            }
+            push_captures(lua, s, m.captures(at, e, !find)?, &mut out)?;
+            return Ok(out);
+        }
+        at += 1;
+        if anchor || at > s.len() {
+            break;
+        }
+    }
+    out.push_back(Value::Nil);
+    Ok(out)
+}
+
+/// Substring search; linear for UTF-8 text, budgeted otherwise.
+fn plain_find(hay: &[u8], needle: &[u8], from: usize, t: &mut Ticker) -> mlua::Result<Option<usize>> {
+    if needle.is_empty() {
+        return Ok(Some(from));
+    }
+    if let (Ok(h), Ok(n)) = (std::str::from_utf8(&hay[from..]), std::str::from_utf8(needle)) {
+        return Ok(h.find(n).map(|i| i + from));
+    }
+    let mut i = from;
+    while i + needle.len() <= hay.len() {
+        t.tick()?;
+        if hay[i] == needle[0] && &hay[i..i + needle.len()] == needle {
+            return Ok(Some(i));
+        }
+        i += 1;
+    }
+    Ok(None)
+}
+
+fn gmatch_step(lua: &Lua, s: &[u8], p: &[u8], pos: usize) -> mlua::Result<MultiValue> {
+    let mut ticker = Ticker::new("string.gmatch");
+    let mut m = Matcher::new(s, p, &mut ticker);
+    let mut out = MultiValue::new();
+    for at in pos..=s.len() {
+        if let Some(e) = m.match_at(at, 0)? {
+            let next = if e == at { e + 1 } else { e };
+            out.push_back(Value::Integer(next as _));
+            push_captures(lua, s, m.captures(at, e, true)?, &mut out)?;
+            return Ok(out);
+        }
+    }
+    out.push_back(Value::Nil);
+    Ok(out)
+}
+
+enum Repl {
+    Text(Vec<u8>),
+    Call(Function),
+    Lookup(Table),
+}
+
+fn gsub(
+    lua: &Lua,
+    src: &[u8],
+    p: &[u8],
+    repl: Value,
+    max_n: Option<i64>,
+    memory_limit: usize,
+) -> mlua::Result<(LuaString, i64)> {
+    let repl = match repl {
+        Value::String(s) => Repl::Text(s.as_bytes().to_vec()),
+        v @ (Value::Integer(_) | Value::Number(_)) => match lua.coerce_string(v)? {
+            Some(s) => Repl::Text(s.as_bytes().to_vec()),
+            None => Repl::Text(Vec::new()),
+        },
+        Value::Function(f) => Repl::Call(f),
+        Value::Table(t) => Repl::Lookup(t),
+        other => {
+            return Err(mlua::Error::RuntimeError(format!(
+                "bad argument #3 to 'gsub' (string/function/table expected, got {})",
+                other.type_name()
+            )));
+        }
+    };
+    let max_n = max_n.unwrap_or(src.len() as i64 + 1);
+    let (anchor, p0) = if p.first() == Some(&b'^') {
+        (true, 1)
+    } else {
+        (false, 0)
+    };
+    let mut ticker = Ticker::new("string.gsub");
+    let mut m = Matcher::new(src, p, &mut ticker);
+    let mut out: Vec<u8> = Vec::new();
+    let mut at = 0;
+    let mut n = 0i64;
+    while n < max_n {
+        let e = m.match_at(at, p0)?;
+        if let Some(e) = e {
+            n += 1;
+            add_value(lua, &m, src, at, e, &repl, &mut out)?;
+            if memory_limit > 0 && out.len() > memory_limit {
+                return Err(mlua::Error::MemoryError(format!(
+                    "string.gsub: result larger than engine.luavm.memoryLimit ({memory_limit} bytes)"
+                )));
+            }
+        }
+        match e {
+            Some(e) if e > at => at = e,
+            _ if at < src.len() => {
+                out.push(src[at]);
+                at += 1;
+            }
+            _ => break,
+        }
+        if anchor {
+            break;
+        }
+    }
+    out.extend_from_slice(&src[at..]);
+    Ok((lua.create_string(&out)?, n))
+}
+
+fn add_value(
+    lua: &Lua,
+    m: &Matcher,
+    src: &[u8],
+    s: usize,
+    e: usize,
+    repl: &Repl,
+    out: &mut Vec<u8>,
+) -> mlua::Result<()> {
+    let value = match repl {
+        Repl::Text(r) => {
+            let mut i = 0;
+            while i < r.len() {
+                if r[i] != b'%' {
+                    out.push(r[i]);
+                } else {
+                    i += 1;
+                    let c = r.get(i).copied().unwrap_or(0);
+                    if !c.is_ascii_digit() {
+                        out.push(c);
+                    } else if c == b'0' {
+                        out.extend_from_slice(&src[s..e]);
+                    } else {
+                        match m.capture_value((c - b'1') as usize, s, e)? {
+                            Captured::Span(a, b) => out.extend_from_slice(&src[a..b]),
+                            Captured::Position(p) => out.extend_from_slice(p.to_string().as_bytes()),
+                        }
+                    }
+                }
+                i += 1;
+            }
+            return Ok(());
+        }
+        Repl::Call(f) => {
+            let mut args = MultiValue::new();
+            push_captures(lua, src, m.captures(s, e, true)?, &mut args)?;
+            budget::enter_coroutine()?;
+            let r = f.call::<Value>(args);
+            budget::leave_coroutine();
+            r?
+        }
+        Repl::Lookup(t) => t.get::<Value>(value_of(lua, src, m.capture_value(0, s, e)?)?)?,
+    };
+    match value {
+        Value::Nil | Value::Boolean(false) => out.extend_from_slice(&src[s..e]),
+        Value::String(v) => out.extend_from_slice(&v.as_bytes()),
+        v @ (Value::Integer(_) | Value::Number(_)) => {
+            if let Some(v) = lua.coerce_string(v)? {
+                out.extend_from_slice(&v.as_bytes());
+            }
+        }
+        other => {
+            return Err(mlua::Error::RuntimeError(format!(
+                "invalid replacement value (a {})",
+                other.type_name()
+            )));
+        }
+    }
+    Ok(())
+}
