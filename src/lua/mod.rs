@@ -218,8 +218,12 @@ impl LuaRuntime {
         let func: Function = env.raw_get(name).ok()?;
         let mut args = args.into_lua_multi(&self.lua).ok()?;
         args.push_back(mlua::Value::UserData(conn.userdata()?));
-        let fut = func.call_async::<MultiValue>(args);
+        // Our own handle on the coroutine: its stack shows where an error
+        // without a position (out of memory) happened.
+        let thread = self.lua.create_thread(func).ok()?;
+        let fut = thread.clone().into_async::<MultiValue>(args).ok()?;
         Some(HookCall {
+            thread,
             inner: Box::pin(fut),
             conn: conn.clone(),
             name,
@@ -311,6 +315,7 @@ type BoxedCall = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
 /// A running hook; see the module documentation. Resolves to the hook's
 /// return values, or `None` when it raised an error (already logged).
 pub struct HookCall {
+    thread: mlua::Thread,
     inner: BoxedCall,
     conn: Rc<ConnLocal>,
     name: &'static str,
@@ -337,7 +342,8 @@ impl Future for HookCall {
         Poll::Ready(match res {
             Ok(v) => Some(v),
             Err(e) => {
-                report_error(&this.conn, this.name, &this.script, &e);
+                let at = errored_line(&this.thread);
+                report_error_at(&this.conn, this.name, &this.script, &e, at);
                 if is_memory_error(&e) {
                     // LuaJIT has no emergency collection: free what the
                     // failed hook left behind before anyone allocates again.
@@ -359,10 +365,58 @@ fn is_memory_error(e: &mlua::Error) -> bool {
     }
 }
 
+/// `file:line` of the innermost Lua function on an errored coroutine's
+/// stack (which LuaJIT keeps after the error). When LuaJIT does not know
+/// the line (the error came from inside a C function such as `string.rep`),
+/// the line where that Lua function starts.
+fn errored_line(thread: &mlua::Thread) -> Option<String> {
+    use mlua::ffi;
+    let state = thread.state();
+    for level in 0..32 {
+        // SAFETY: `state` is a live coroutine of this VM (we hold a handle),
+        // not running; lua_getstack/lua_getinfo only read its frames, and
+        // `ar` is a plain C struct they fill.
+        unsafe {
+            let mut ar: ffi::lua_Debug = std::mem::zeroed();
+            if ffi::lua_getstack(state, level, &mut ar) == 0 {
+                return None;
+            }
+            if ffi::lua_getinfo(state, c"Sl".as_ptr(), &mut ar) == 0 || ar.source.is_null() {
+                continue;
+            }
+            let line = if ar.currentline > 0 {
+                ar.currentline
+            } else {
+                ar.linedefined
+            };
+            let src = std::ffi::CStr::from_ptr(ar.source).to_string_lossy();
+            if line <= 0 || src.starts_with('=') {
+                continue;
+            }
+            return Some(format!("{}:{line}", src.trim_start_matches('@')));
+        }
+    }
+    None
+}
+
 /// Logs a Lua error with file, line and client id, and counts it.
 pub fn report_error(conn: &ConnLocal, hook: &str, script: &str, e: &mlua::Error) {
+    report_error_at(conn, hook, script, e, None);
+}
+
+/// [`report_error`], with where the hook's coroutine stopped for errors
+/// whose text names no line.
+fn report_error_at(
+    conn: &ConnLocal,
+    hook: &str,
+    script: &str,
+    e: &mlua::Error,
+    stopped_at: Option<String>,
+) {
     let text = e.to_string();
-    let location = error_location(&text, script).unwrap_or_else(|| script.to_string());
+    let location = error_location(&text, script)
+        .or(stopped_at)
+        .unwrap_or_else(|| script.to_string());
     // "runtime error: file:12: boom" -> "boom"
     let first = text.lines().next().unwrap_or("");
     let first = first.strip_prefix("runtime error: ").unwrap_or(first);

@@ -56,8 +56,15 @@ coroutine.wrap = function(f)
 end
 
 -- Text chunks only: bytecode can crash the VM.
+local function text_only(f, err)
+    if not f and type(err) == "string" and err:find("wrong mode", 1, true) then
+        err = "cannot load a binary chunk: scripts load Lua text only"
+    end
+    return f, err
+end
+
 load = function(chunk, name, mode, ...)
-    return raw_load(chunk, name, "t", ...)
+    return text_only(raw_load(chunk, name, "t", ...))
 end
 loadstring = load
 
@@ -69,12 +76,12 @@ end
 
 loadfile = function(path, mode, ...)
     need_file("loadfile", path)
-    return raw_loadfile(path, "t", ...)
+    return text_only(raw_loadfile(path, "t", ...))
 end
 
 dofile = function(path)
     need_file("dofile", path)
-    local f, err = raw_loadfile(path, "t")
+    local f, err = text_only(raw_loadfile(path, "t"))
     if not f then
         error(err, 2)
     end
@@ -88,7 +95,7 @@ loaders[2] = function(name)
     if not path then
         return err
     end
-    local f, lerr = raw_loadfile(path, "t")
+    local f, lerr = text_only(raw_loadfile(path, "t"))
     if not f then
         error("error loading module '" .. name .. "' from file '" .. path .. "':\n\t" .. lerr, 3)
     end

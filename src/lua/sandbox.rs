@@ -31,3 +31,57 @@ pub fn install(lua: &Lua, system_access: bool, memory_limit: usize) -> mlua::Res
         .set_name("=sandbox")
         .call::<()>((aborting, enter, leave, system_access))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlua::{HookTriggers, VmState};
+    use std::time::Duration;
+
+    fn vm() -> Lua {
+        let lua = Lua::new();
+        lua.load("jit.off()").exec().unwrap();
+        install(&lua, false, 0).unwrap();
+        lua.set_global_hook(
+            HookTriggers::new().every_nth_instruction(budget::CHECK_EVERY_INSTRUCTIONS),
+            |_, _| {
+                if budget::aborting().is_none() && !budget::over_budget() {
+                    return Ok(VmState::Continue);
+                }
+                Err(budget::abort("test"))
+            },
+        )
+        .unwrap();
+        lua
+    }
+
+    #[test]
+    fn pcall_xpcall_and_resume_cannot_swallow_the_abort() {
+        let lua = vm();
+        budget::set_budget(Duration::from_millis(50));
+        for code in [
+            "while true do pcall(function() while true do end end) end",
+            "while true do xpcall(function() while true do end end, function(e) return e end) end",
+            "while true do coroutine.resume(coroutine.create(function() while true do end end)) end",
+        ] {
+            let _poll = budget::Poll::start();
+            let err = lua.load(code).exec().unwrap_err();
+            assert!(err.to_string().contains("hook aborted"), "{code}: {err}");
+        }
+    }
+
+    #[test]
+    fn bytecode_and_os_exit_are_refused() {
+        let lua = vm();
+        let _poll = budget::Poll::start();
+        let err: String = lua
+            .load("return select(2, load(string.dump(function() end)))")
+            .eval()
+            .unwrap();
+        assert!(err.contains("binary chunk"), "{err}");
+        let err = lua.load("os.exit(1)").exec().unwrap_err();
+        assert!(err.to_string().contains("os.exit is not available"), "{err}");
+        let err = lua.load("io.open('/etc/hostname')").exec().unwrap_err();
+        assert!(err.to_string().contains("systemAccess"), "{err}");
+    }
+}
