@@ -314,3 +314,75 @@ fn add_value(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Rust functions give what LuaJIT's own gave, for the same calls.
+    #[test]
+    fn same_results_as_luajit() {
+        let lua = Lua::new();
+        lua.load(
+            "c_find, c_match, c_gmatch, c_gsub = string.find, string.match, string.gmatch, string.gsub",
+        )
+        .exec()
+        .unwrap();
+        install(&lua, 0).unwrap();
+        let mismatches: String = lua
+            .load(
+                r##"
+local function pack(...) return { n = select("#", ...), ... } end
+local function show(t)
+    local out = {}
+    for i = 1, t.n do out[#out + 1] = type(t[i]) .. ":" .. tostring(t[i]) end
+    return table.concat(out, ",")
+end
+local cases = {
+    { "hello world", "o" }, { "hello world", "o", 6 }, { "hello world", "o", -3 },
+    { "hello world", "l+" }, { "hello world", "(h)(e)" }, { "hello", "()ll()" },
+    { "hello", "", 10 }, { "hello", "", -10 }, { "a.b", ".", 1, true }, { "a.b", "%." },
+    { "  trim me  ", "^%s*(.-)%s*$" }, { "key=val; k2=v2", "(%w+)=(%w+)" },
+    { "f(a(b)c)d", "%b()" }, { "THE (quick) fox", "%f[%a]%a+" }, { "abc", "^b" },
+    { "abc", "c$" }, { "x$y", "$y" }, { "[tag]", "%[(.-)%]" }, { "a-b-c", "[^-]+" },
+    { "2024-01-05", "(%d+)-(%d+)-(%d+)" }, { "aaa", "a-b" }, { "aaa", "a*" },
+    { "abab", "(ab)%1" }, { "\0x\0", "%z" }, { "MiXeD", "%u%l" }, { "tab\there", "%c" },
+    { "0x1F", "%x+" }, { "", "" }, { "", "a*" }, { "abc", "[a-b]+" }, { "a]b", "[]]" },
+}
+local bad = {}
+for _, c in ipairs(cases) do
+    for _, f in ipairs({ "find", "match" }) do
+        local want = show(pack(_G["c_" .. f](c[1], c[2], c[3], c[4])))
+        local got = show(pack(string[f](c[1], c[2], c[3], c[4])))
+        if want ~= got then bad[#bad + 1] = f .. "(" .. c[2] .. "): " .. want .. " vs " .. got end
+    end
+    local want, got = {}, {}
+    for a, b in c_gmatch(c[1], c[2]) do want[#want + 1] = tostring(a) .. "/" .. tostring(b) end
+    for a, b in string.gmatch(c[1], c[2]) do got[#got + 1] = tostring(a) .. "/" .. tostring(b) end
+    if table.concat(want, ",") ~= table.concat(got, ",") then
+        bad[#bad + 1] = "gmatch(" .. c[2] .. "): " .. table.concat(want, ",") .. " vs " .. table.concat(got, ",")
+    end
+    for _, r in ipairs({ "<%0>", "%1%%", "x", 7, { hello = "HI", a = false }, function(x) return x and #x end }) do
+        local ok1, w1, w2 = pcall(c_gsub, c[1], c[2], r)
+        local ok2, g1, g2 = pcall(string.gsub, c[1], c[2], r)
+        if ok1 ~= ok2 or (ok1 and (w1 ~= g1 or w2 ~= g2)) then
+            bad[#bad + 1] = "gsub(" .. c[2] .. ", " .. tostring(r) .. "): " .. tostring(w1) .. " vs " .. tostring(g1)
+        end
+    end
+    local w1, w2 = c_gsub(c[1], c[2], "#", 1)
+    local g1, g2 = string.gsub(c[1], c[2], "#", 1)
+    if w1 ~= g1 or w2 ~= g2 then bad[#bad + 1] = "gsub n=1 (" .. c[2] .. ")" end
+end
+for _, p in ipairs({ "%", "[a", "(a", "a)", "%1", "%fa", "%b" }) do
+    local ok1 = pcall(c_find, "aaa", p)
+    local ok2 = pcall(string.find, "aaa", p)
+    if ok1 ~= ok2 then bad[#bad + 1] = "error for " .. p .. ": " .. tostring(ok1) .. " vs " .. tostring(ok2) end
+end
+return table.concat(bad, "\n")
+"##,
+            )
+            .eval()
+            .unwrap();
+        assert_eq!(mismatches, "", "\n{mismatches}");
+    }
+}
