@@ -153,7 +153,9 @@ async fn backend() -> String {
                     while sock.write_all(chunk.as_bytes()).await.is_ok() {}
                 } else {
                     let _ = sock
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        )
                         .await;
                 }
             });
@@ -206,9 +208,17 @@ async fn timeouts_that_used_to_panic_return_nil_err_and_on_close_still_runs() {
     let mut c = Client::connect(&gw.url(0)).await;
     c.send("id").await;
     let id = c.recv().await;
-    let id = id.strip_prefix("id:").unwrap().trim_end_matches(":nil").to_string();
+    let id = id
+        .strip_prefix("id:")
+        .unwrap()
+        .trim_end_matches(":nil")
+        .to_string();
     c.send("timeouts").await;
-    assert_eq!(c.recv().await, "timeouts:7:nil", "each bad timeout is nil, err");
+    assert_eq!(
+        c.recv().await,
+        "timeouts:7:nil",
+        "each bad timeout is nil, err"
+    );
     assert_answered(&gw, &mut c, "still usable").await;
     c.close().await;
     gw.wait_log(&format!("on_close ran for {id}")).await;

@@ -140,8 +140,7 @@ impl Config {
                 ("connectTimeout", r.connect_timeout),
                 ("commandTimeout", r.command_timeout),
             ] {
-                if !(v.is_finite() && v > 0.0)
-                    || std::time::Duration::try_from_secs_f64(v).is_err()
+                if !(v.is_finite() && v > 0.0) || std::time::Duration::try_from_secs_f64(v).is_err()
                 {
                     return Err((key(k), "must be a number of seconds above 0".into()));
                 }

@@ -21,9 +21,17 @@ use std::time::{Duration, Instant};
 /// How often (in VM instructions) the count hook looks at the clock.
 pub const CHECK_EVERY_INSTRUCTIONS: u32 = 10_000;
 
-/// Coroutines nested (one resumed from inside another) at most; one more
-/// resume is an error. Each level costs native stack of the worker thread.
+/// Coroutines nested (one resumed from inside another) at most, counted
+/// together with Rust helpers that call back into Lua (`gsub` with a
+/// function, `print` with `__tostring`); one more level is an error. Each
+/// level costs native stack of the worker thread.
 pub const MAX_COROUTINE_DEPTH: u32 = 200;
+
+/// Native stack of a worker thread: [`MAX_COROUTINE_DEPTH`] levels of the
+/// deepest kind (a `gsub` replacement function calling `gsub`) overflow
+/// the default 2 MiB in a debug build and fit in this (tested in
+/// `sandbox.rs`); pages are only committed when used.
+pub const WORKER_STACK_BYTES: usize = 16 << 20;
 
 /// Steps of a Rust helper between two looks at the clock.
 const TICKS_PER_CHECK: u32 = 4096;
@@ -154,7 +162,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
             let mut t = Ticker::new("string.find");
             let err = (0..TICKS_PER_CHECK).find_map(|_| t.tick().err());
-            assert!(err.unwrap().to_string().contains("string.find: hook aborted"));
+            assert!(
+                err.unwrap()
+                    .to_string()
+                    .contains("string.find: hook aborted")
+            );
             assert!(aborting().is_some());
             assert!(check_not_aborting().is_err());
         }

@@ -312,7 +312,10 @@ impl UserData for LuaConn {
                 Err(e) => return Ok((Value::Nil, Value::String(lua.create_string(e)?))),
             };
             // Capped: a huge waitContextTimeout must not overflow the clock.
-            let wait = c.ctx.wait_timeout.min(Duration::from_secs(100 * 365 * 86_400));
+            let wait = c
+                .ctx
+                .wait_timeout
+                .min(Duration::from_secs(100 * 365 * 86_400));
             let deadline = tokio::time::Instant::now() + wait;
             loop {
                 let changed = c.context_changed.notified();

@@ -47,7 +47,7 @@ pub fn parse_duration(v: &Value) -> Result<Duration, String> {
 }
 
 fn seconds(n: f64) -> Result<Duration, String> {
-    if !(n >= 0.0) {
+    if n.is_nan() || n < 0.0 {
         return Err(format!("invalid timeout {n}: must be 0 or more seconds"));
     }
     Duration::try_from_secs_f64(n).map_err(|_| format!("invalid timeout {n}: too large"))
@@ -113,7 +113,8 @@ async fn request(lua: &Lua, method: &str, url: &str, opts: Option<Table>) -> Res
     let mut auth: Option<(String, String)> = None;
     let mut cookies: Vec<(String, String)> = Vec::new();
     if let Some(o) = &opts {
-        let get = |k: &str| o.get::<Value>(k).map_err(|e| e.to_string());
+        // Raw reads: no metamethod (Lua code) runs inside this helper.
+        let get = |k: &str| o.raw_get::<Value>(k).map_err(|e| e.to_string());
         match get("query")? {
             Value::Nil => {}
             Value::String(q) => {
@@ -154,10 +155,10 @@ async fn request(lua: &Lua, method: &str, url: &str, opts: Option<Table>) -> Res
             Value::Nil => {}
             Value::Table(t) => {
                 let u: String = t
-                    .get("username")
+                    .raw_get("username")
                     .map_err(|_| "auth.username must be a string")?;
                 let p: Option<String> = t
-                    .get("password")
+                    .raw_get("password")
                     .map_err(|_| "auth.password must be a string")?;
                 auth = Some((u, p.unwrap_or_default()));
             }
@@ -229,9 +230,8 @@ async fn request(lua: &Lua, method: &str, url: &str, opts: Option<Table>) -> Res
 /// Reads the body chunk by chunk and stops at `max` bytes: a backend that
 /// streams for ever cannot grow the gateway.
 async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
-    let too_large = || {
-        format!("response body larger than {max} bytes (engine.luavm.http.maxBodySize)")
-    };
+    let too_large =
+        || format!("response body larger than {max} bytes (engine.luavm.http.maxBodySize)");
     if resp.content_length().is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }

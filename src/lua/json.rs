@@ -156,9 +156,7 @@ impl Encoder {
                 },
                 Value::Boolean(b) => b.to_string(),
                 other => {
-                    return Err(
-                        format!("cannot use a {} as a JSON key", other.type_name()).into()
-                    );
+                    return Err(format!("cannot use a {} as a JSON key", other.type_name()).into());
                 }
             };
             self.grow(key.len() + 4)?;

@@ -91,7 +91,8 @@ fn options(opts: &Value) -> Result<VerifyOptions, String> {
             ));
         }
     };
-    let get = |k: &str| t.get::<Value>(k).map_err(|e| e.to_string());
+    // Raw reads: no metamethod (Lua code) runs inside this helper.
+    let get = |k: &str| t.raw_get::<Value>(k).map_err(|e| e.to_string());
     if let Some(names) = strings(get("algorithms")?, "algorithms")? {
         if names.is_empty() {
             return Err("invalid option: algorithms is empty".into());

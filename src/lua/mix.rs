@@ -248,7 +248,11 @@ fn print(lua: &Lua, args: MultiValue) -> mlua::Result<()> {
     let tostring: mlua::Function = lua.globals().get("tostring")?;
     let mut parts = Vec::with_capacity(args.len());
     for v in args {
-        let s: mlua::LuaString = tostring.call(v)?;
+        // `__tostring` may print again: one more level of native nesting.
+        super::budget::enter_coroutine()?;
+        let s = tostring.call::<mlua::LuaString>(v);
+        super::budget::leave_coroutine();
+        let s = s?;
         parts.push(s.to_string_lossy());
     }
     let line = parts.join("\t");

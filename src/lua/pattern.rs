@@ -224,8 +224,7 @@ impl<'a> Matcher<'a> {
                     let ep = self.class_end(p)?;
                     let prev = if s == 0 { 0 } else { self.src[s - 1] };
                     let cur = self.src.get(s).copied().unwrap_or(0);
-                    if self.match_bracket(prev, p, ep - 1) || !self.match_bracket(cur, p, ep - 1)
-                    {
+                    if self.match_bracket(prev, p, ep - 1) || !self.match_bracket(cur, p, ep - 1) {
                         return Ok(None);
                     }
                     p = ep;

@@ -80,8 +80,47 @@ mod tests {
             .unwrap();
         assert!(err.contains("binary chunk"), "{err}");
         let err = lua.load("os.exit(1)").exec().unwrap_err();
-        assert!(err.to_string().contains("os.exit is not available"), "{err}");
+        assert!(
+            err.to_string().contains("os.exit is not available"),
+            "{err}"
+        );
         let err = lua.load("io.open('/etc/hostname')").exec().unwrap_err();
         assert!(err.to_string().contains("systemAccess"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::*;
+
+    /// Runs `f` on a thread with a worker's stack.
+    fn on_worker_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(budget::WORKER_STACK_BYTES)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn deep_callbacks_into_lua_are_an_error_not_a_stack_overflow() {
+        on_worker_stack(|| {
+            let lua = Lua::new();
+            install(&lua, false, 0).unwrap();
+            super::super::mix::install(&lua).unwrap();
+            let _poll = budget::Poll::start();
+            for code in [
+                "local function f(s) return (s:gsub('x', f)) end return f('x')",
+                "local t = setmetatable({}, {__tostring = function(s) print(s) return '' end}) print(t)",
+                "local function f() return coroutine.wrap(f)() end f()",
+            ] {
+                let err = lua.load(code).exec().unwrap_err();
+                assert!(
+                    err.to_string().contains("nested deeper than"),
+                    "{code}: {err}"
+                );
+            }
+        });
     }
 }

@@ -1,6 +1,8 @@
-//! `string.find`, `string.match`, `string.gmatch` and `string.gsub` on the
-//! budgeted matcher of [`super::pattern`], replacing LuaJIT's C versions
-//! (which the CPU budget cannot interrupt). Arguments and results are those
+//! `string.find`, `string.match`, `string.gmatch` and `string.gsub` that the
+//! CPU budget can stop. A call whose worst case is small ([`C_STEPS`]) runs
+//! LuaJIT's own C function, as fast as before; any other runs on the
+//! budgeted matcher of [`super::pattern`] (LuaJIT's C matcher cannot be
+//! interrupted: `(.-)(.-)(.-)b` on 20,000 bytes takes hours). Arguments and results are those
 //! of LuaJIT (Lua 5.1): `init` is clamped to the subject, `gsub` accepts a
 //! string, table or function replacement and an optional count, `gmatch`
 //! does not treat `^` as an anchor.
@@ -13,54 +15,131 @@ use super::budget::{self, Ticker};
 use super::pattern::{Captured, Matcher, has_specials};
 use mlua::{Function, Lua, LuaString, MultiValue, Table, Value};
 
+/// Worst-case steps below which a call runs LuaJIT's own C function: the
+/// bound is `(#s + 1) ^ (q + 1) * (#p + 1)` with `q` the pattern's
+/// quantifiers, back references and `%b` (each can multiply the work by
+/// `#s`). Ten million simple steps take milliseconds, far below any budget.
+pub const C_STEPS: f64 = 1e7;
+
 /// Installs the four functions into the VM's `string` table (which is also
 /// what string methods such as `s:find(p)` look up).
 pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
+    install_with(lua, memory_limit, C_STEPS)
+}
+
+/// [`install`] with another bound for the C functions (0: never use them).
+fn install_with(lua: &Lua, memory_limit: usize, c_steps: f64) -> mlua::Result<()> {
     let string: Table = lua.globals().get("string")?;
-    string.set(
-        "find",
-        lua.create_function(
-            |lua, (s, p, init, plain): (LuaString, LuaString, Option<i64>, Value)| {
-                let plain = !matches!(plain, Value::Nil | Value::Boolean(false));
-                find_or_match(lua, &s.as_bytes(), &p.as_bytes(), init, plain, true)
-            },
-        )?,
+    let find = lua.create_function(
+        |lua, (s, p, init, plain): (LuaString, LuaString, Option<i64>, Value)| {
+            let plain = !matches!(plain, Value::Nil | Value::Boolean(false));
+            find_or_match(lua, &s.as_bytes(), &p.as_bytes(), init, plain, true)
+        },
     )?;
-    string.set(
-        "match",
+    let match_ =
         lua.create_function(|lua, (s, p, init): (LuaString, LuaString, Option<i64>)| {
             find_or_match(lua, &s.as_bytes(), &p.as_bytes(), init, false, false)
-        })?,
-    )?;
-    string.set(
-        "gsub",
-        lua.create_function(
-            move |lua, (s, p, repl, max_n): (LuaString, LuaString, Value, Option<i64>)| {
-                gsub(lua, &s.as_bytes(), &p.as_bytes(), repl, max_n, memory_limit)
-            },
-        )?,
+        })?;
+    let gsub = lua.create_function(
+        move |lua, (s, p, repl, max_n): (LuaString, LuaString, Value, Option<i64>)| {
+            gsub(lua, &s.as_bytes(), &p.as_bytes(), repl, max_n, memory_limit)
+        },
     )?;
     let step = lua.create_function(|lua, (s, p, pos): (LuaString, LuaString, usize)| {
         gmatch_step(lua, &s.as_bytes(), &p.as_bytes(), pos)
     })?;
-    let gmatch: Function = lua
-        .load(GMATCH_LUA)
-        .set_name("=string.gmatch")
-        .call(step)?;
-    string.set("gmatch", gmatch)
+    let c: (Function, Function, Function, Function) = (
+        string.get("find")?,
+        string.get("match")?,
+        string.get("gmatch")?,
+        string.get("gsub")?,
+    );
+    let (find, match_, gmatch, gsub): (Function, Function, Function, Function) = lua
+        .load(DISPATCH_LUA)
+        .set_name("=string")
+        .call((c.0, c.1, c.2, c.3, find, match_, gsub, step, c_steps))?;
+    string.set("find", find)?;
+    string.set("match", match_)?;
+    string.set("gmatch", gmatch)?;
+    string.set("gsub", gsub)
 }
 
-/// The iterator keeps its subject, pattern and position as Lua values (no
-/// Rust handles that would pin slots of mlua's reference stack).
-const GMATCH_LUA: &str = r#"
-local step = ...
+/// Chooses between LuaJIT's C functions (fast, but nothing can interrupt
+/// them) and the Rust ones (budgeted) by the call's worst case. The
+/// `gmatch` iterator of the Rust path keeps its subject, pattern and
+/// position as Lua values (no Rust handles that would pin slots of mlua's
+/// reference stack). `gsub` with a function or table always runs in Rust:
+/// its callbacks nest on the native stack.
+const DISPATCH_LUA: &str = r#"
+local c_find, c_match, c_gmatch, c_gsub, r_find, r_match, r_gsub, r_step, c_steps = ...
 local type, error = type, error
-return function(s, p)
-    for i, v in ipairs({ s, p }) do
-        local t = type(v)
-        if t ~= "string" and t ~= "number" then
-            error("bad argument #" .. i .. " to 'gmatch' (string expected, got " .. t .. ")", 2)
+
+-- pattern -> quantifier count, or -1 without special characters
+local cost, cached = {}, 0
+local function quantifiers(p)
+    local q = cost[p]
+    if q then
+        return q
+    end
+    if not c_find(p, "[%^%$%*%+%?%.%(%[%%%-]") then
+        q = -1
+    else
+        local _, a = c_gsub(p, "[%*%+%-%?]", "")
+        local _, b = c_gsub(p, "%%[b1-9]", "")
+        q = a + b
+    end
+    if #p <= 256 then
+        if cached >= 256 then
+            cost, cached = {}, 0
         end
+        cost[p], cached = q, cached + 1
+    end
+    return q
+end
+
+local function cheap(s, p, plain)
+    if type(s) ~= "string" or type(p) ~= "string" then
+        return false
+    end
+    local q = plain and -1 or quantifiers(p)
+    if q < 0 then
+        return (#s + 1) * (#p + 1) <= c_steps
+    end
+    return (#s + 1) ^ (q + 1) * (#p + 1) <= c_steps
+end
+
+local function find(s, p, init, plain)
+    if cheap(s, p, plain) then
+        return c_find(s, p, init, plain)
+    end
+    return r_find(s, p, init, plain)
+end
+
+local function match(s, p, init)
+    if cheap(s, p) then
+        return c_match(s, p, init)
+    end
+    return r_match(s, p, init)
+end
+
+local function gsub(s, p, repl, n)
+    local t = type(repl)
+    if (t == "string" or t == "number") and cheap(s, p) then
+        return c_gsub(s, p, repl, n)
+    end
+    return r_gsub(s, p, repl, n)
+end
+
+local function gmatch(s, p)
+    if cheap(s, p) then
+        return c_gmatch(s, p)
+    end
+    local ts, tp = type(s), type(p)
+    if ts ~= "string" and ts ~= "number" then
+        error("bad argument #1 to 'gmatch' (string expected, got " .. ts .. ")", 2)
+    end
+    if tp ~= "string" and tp ~= "number" then
+        error("bad argument #2 to 'gmatch' (string expected, got " .. tp .. ")", 2)
     end
     local pos = 0
     local function take(np, ...)
@@ -71,9 +150,11 @@ return function(s, p)
         return ...
     end
     return function()
-        return take(step(s, p, pos))
+        return take(r_step(s, p, pos))
     end
 end
+
+return find, match, gmatch, gsub
 "#;
 
 fn value_of(lua: &Lua, src: &[u8], c: Captured) -> mlua::Result<Value> {
@@ -153,11 +234,19 @@ fn find_or_match(
 }
 
 /// Substring search; linear for UTF-8 text, budgeted otherwise.
-fn plain_find(hay: &[u8], needle: &[u8], from: usize, t: &mut Ticker) -> mlua::Result<Option<usize>> {
+fn plain_find(
+    hay: &[u8],
+    needle: &[u8],
+    from: usize,
+    t: &mut Ticker,
+) -> mlua::Result<Option<usize>> {
     if needle.is_empty() {
         return Ok(Some(from));
     }
-    if let (Ok(h), Ok(n)) = (std::str::from_utf8(&hay[from..]), std::str::from_utf8(needle)) {
+    if let (Ok(h), Ok(n)) = (
+        std::str::from_utf8(&hay[from..]),
+        std::str::from_utf8(needle),
+    ) {
         return Ok(h.find(n).map(|i| i + from));
     }
     let mut i = from;
@@ -279,7 +368,9 @@ fn add_value(
                     } else {
                         match m.capture_value((c - b'1') as usize, s, e)? {
                             Captured::Span(a, b) => out.extend_from_slice(&src[a..b]),
-                            Captured::Position(p) => out.extend_from_slice(p.to_string().as_bytes()),
+                            Captured::Position(p) => {
+                                out.extend_from_slice(p.to_string().as_bytes())
+                            }
                         }
                     }
                 }
@@ -328,7 +419,8 @@ mod tests {
         )
         .exec()
         .unwrap();
-        install(&lua, 0).unwrap();
+        // Always the Rust functions.
+        install_with(&lua, 0, 0.0).unwrap();
         let mismatches: String = lua
             .load(
                 r##"
@@ -384,5 +476,36 @@ return table.concat(bad, "\n")
             .eval()
             .unwrap();
         assert_eq!(mismatches, "", "\n{mismatches}");
+    }
+
+    #[test]
+    fn a_costly_call_runs_in_rust_under_the_budget() {
+        let lua = Lua::new();
+        install(&lua, 0).unwrap();
+        budget::set_budget(std::time::Duration::from_millis(50));
+        for (f, code) in [
+            (
+                "string.find",
+                "string.find(string.rep('a', 20000), '(.-)(.-)(.-)b')",
+            ),
+            (
+                "string.match",
+                "string.rep('a', 20000):match('(.-)(.-)(.-)b')",
+            ),
+            (
+                "string.gsub",
+                "string.gsub(string.rep('a', 20000), '(.-)(.-)(.-)b', 'x')",
+            ),
+        ] {
+            let _poll = budget::Poll::start();
+            let err = lua.load(code).exec().unwrap_err().to_string();
+            assert!(err.contains(&format!("{f}: hook aborted")), "{code}: {err}");
+        }
+        // Cheap calls keep LuaJIT's results.
+        let r: (i64, i64, String) = lua
+            .load("return string.find('key=value', '(%w+)=')")
+            .eval()
+            .unwrap();
+        assert_eq!(r, (1, 4, "key".to_string()));
     }
 }
