@@ -86,6 +86,25 @@ mod tests {
         );
         let err = lua.load("io.open('/etc/hostname')").exec().unwrap_err();
         assert!(err.to_string().contains("systemAccess"), "{err}");
+        for refused in [
+            "collectgarbage('stop')",
+            "jit.on()",
+            "require('jit.util')",
+            "loadfile()",
+            "os.execute('true')",
+        ] {
+            assert!(lua.load(refused).exec().is_err(), "{refused} ran");
+        }
+        let absent: bool = lua
+            .load("return debug == nil and ffi == nil and not pcall(require, 'ffi')")
+            .eval()
+            .unwrap();
+        assert!(absent, "debug or ffi is reachable");
+        let kept: f64 = lua
+            .load("return os.time() + os.clock() + collectgarbage('count') + #os.date('%Y')")
+            .eval()
+            .unwrap();
+        assert!(kept > 0.0);
     }
 }
 
