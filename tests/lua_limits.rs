@@ -235,6 +235,7 @@ async fn an_endless_http_body_is_cut_at_the_limit_and_rss_stays_bounded() {
         "{reply}"
     );
     let rss = rss_bytes(gw.pid());
+    eprintln!("gateway RSS: {} MiB", rss >> 20);
     assert!(rss < 512 << 20, "RSS {} MiB", rss >> 20);
     assert_answered(&gw, &mut c, "after").await;
 }
@@ -257,6 +258,7 @@ async fn a_hoarding_script_is_stopped_by_the_memory_limit() {
     );
     assert!(line.contains("client_id="), "{line}");
     let rss = rss_bytes(gw.pid());
+    eprintln!("gateway RSS: {} MiB", rss >> 20);
     assert!(rss < 1 << 30, "RSS {} MiB", rss >> 20);
     assert_answered(&gw, &mut other, "other").await;
     assert_answered(&gw, &mut hoarder, "hoarder too").await;
@@ -271,6 +273,7 @@ async fn a_gigabyte_string_rep_is_refused() {
     assert!(line.contains(&script_line("2^30")), "{line}");
     assert_answered(&gw, &mut c, "after").await;
     let rss = rss_bytes(gw.pid());
+    eprintln!("gateway RSS: {} MiB", rss >> 20);
     assert!(rss < 1 << 30, "RSS {} MiB", rss >> 20);
 }
 

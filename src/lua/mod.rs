@@ -10,7 +10,11 @@
 //! - Every hook runs as a coroutine inside a [`HookCall`] future. While it is
 //!   polled, [`current`] names its connection (for `mix.websocket()`) and a
 //!   count hook aborts it once one poll has used more CPU than the budget,
-//!   so a runaway `while true do end` cannot freeze the worker.
+//!   so a runaway `while true do end` cannot freeze the worker ([`budget`]:
+//!   the abort cannot be caught; [`sandbox`]: what scripts may call).
+//! - Each VM's heap is capped (`engine.luavm.memoryLimit`, mlua's allocator,
+//!   which LuaJIT's GC64 mode accepts): going over is a Lua error in the
+//!   hook that allocated, after which the VM collects at once.
 //! - A Lua error is logged with file, line and client id, counted, and
 //!   swallowed: it never reaches the connection loop as a failure.
 
