@@ -224,8 +224,18 @@ impl LuaRuntime {
         args.push_back(mlua::Value::UserData(conn.userdata()?));
         // Our own handle on the coroutine: its stack shows where an error
         // without a position (out of memory) happened.
-        let thread = self.lua.create_thread(func).ok()?;
-        let fut = thread.clone().into_async::<MultiValue>(args).ok()?;
+        let started = self
+            .lua
+            .create_thread(func)
+            .and_then(|t| Ok((t.clone(), t.into_async::<MultiValue>(args)?)));
+        let (thread, fut) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                // A full VM (memoryLimit): the hook cannot even start.
+                report_error(conn, name, &self.script_names[conn.server], &e);
+                return None;
+            }
+        };
         Some(HookCall {
             thread,
             inner: Box::pin(fut),
