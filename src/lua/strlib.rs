@@ -31,8 +31,9 @@ pub fn install(lua: &Lua, memory_limit: usize) -> mlua::Result<()> {
 fn install_with(lua: &Lua, memory_limit: usize, c_steps: f64) -> mlua::Result<()> {
     let string: Table = lua.globals().get("string")?;
     let find = lua.create_function(
-        |lua, (s, p, init, plain): (LuaString, LuaString, Option<i64>, Value)| {
+        |lua, (s, p, init, plain): (LuaString, LuaString, Option<f64>, Value)| {
             let plain = !matches!(plain, Value::Nil | Value::Boolean(false));
+            let init = init.map(|f| f as i64); // as LuaJIT: truncated
             find_or_match(lua, &s.as_bytes(), &p.as_bytes(), init, plain, true)
         },
     )?;
@@ -41,7 +42,8 @@ fn install_with(lua: &Lua, memory_limit: usize, c_steps: f64) -> mlua::Result<()
             find_or_match(lua, &s.as_bytes(), &p.as_bytes(), init, false, false)
         })?;
     let gsub = lua.create_function(
-        move |lua, (s, p, repl, max_n): (LuaString, LuaString, Value, Option<i64>)| {
+        move |lua, (s, p, repl, max_n): (LuaString, LuaString, Value, Option<f64>)| {
+            let max_n = max_n.map(|f| f as i64);
             gsub(lua, &s.as_bytes(), &p.as_bytes(), repl, max_n, memory_limit)
         },
     )?;
@@ -439,7 +441,7 @@ local cases = {
     { "abc", "c$" }, { "x$y", "$y" }, { "[tag]", "%[(.-)%]" }, { "a-b-c", "[^-]+" },
     { "2024-01-05", "(%d+)-(%d+)-(%d+)" }, { "aaa", "a-b" }, { "aaa", "a*" },
     { "abab", "(ab)%1" }, { "\0x\0", "%z" }, { "MiXeD", "%u%l" }, { "tab\there", "%c" },
-    { "0x1F", "%x+" }, { "", "" }, { "", "a*" }, { "abc", "[a-b]+" }, { "a]b", "[]]" },
+    { "0x1F", "%x+" }, { "hello", "l", 3.7 }, { "", "" }, { "", "a*" }, { "abc", "[a-b]+" }, { "a]b", "[]]" },
 }
 local bad = {}
 for _, c in ipairs(cases) do
