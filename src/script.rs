@@ -8,9 +8,12 @@
 //! the old code keeps serving. Workers compare versions before each hook and
 //! recompile from here (dropping the modules they had loaded, so `require`
 //! reads them again), so every worker switches on its next hook.
+//!
+//! Compiling lives here too ([`compile_source`]): the Lua runtime
+//! (`crate::lua`) uses this module, never the other way round.
 
 use crate::config::Config;
-use crate::lua::ScriptError;
+use mlua::{Function, Lua};
 use parking_lot::{Mutex, RwLock};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,6 +86,44 @@ fn stamp(files: &[PathBuf]) -> Stamp {
     }
 }
 
+/// Why a script could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Compile(String),
+}
+
+/// Compiles script text into `lua`; errors carry file and line.
+pub fn compile_source(lua: &Lua, path: &Path, src: &[u8]) -> Result<Function, ScriptError> {
+    lua.load(src)
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .set_name(format!("@{}", path.display()))
+        .into_function()
+        .map_err(|e| ScriptError::Compile(first_line(&e.to_string())))
+}
+
+/// Reads and compiles a script file into `lua`.
+pub fn compile(lua: &Lua, path: &Path) -> Result<Function, ScriptError> {
+    let src = std::fs::read(path).map_err(|source| ScriptError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    compile_source(lua, path, &src)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches("syntax error: ")
+        .to_string()
+}
+
 /// See the module documentation.
 pub struct ScriptStore {
     scripts: Vec<Shared>,
@@ -98,7 +139,7 @@ pub fn read_checked(path: &Path) -> Result<Vec<u8>, ScriptError> {
         path: path.display().to_string(),
         source,
     })?;
-    crate::lua::compile_source(&mlua::Lua::new(), path, &src)?;
+    compile_source(&mlua::Lua::new(), path, &src)?;
     Ok(src)
 }
 

@@ -97,6 +97,7 @@ pub fn spawn(
         let scripts = scripts.clone();
         let thread = std::thread::Builder::new()
             .name(format!("connmix-worker-{i}"))
+            .stack_size(crate::lua::budget::WORKER_STACK_BYTES)
             .spawn(move || run(i, rx, ready_tx, config, scripts, mesh, load2))
             .expect("spawn worker thread");
         match ready_rx.recv() {

@@ -200,6 +200,33 @@ pub struct LuaVmConfig {
     pub hook_timeout_ms: u64,
     /// Seconds `conn:wait_context_value` waits before answering `nil, "timeout"`.
     pub wait_context_timeout: u64,
+    /// Bytes of Lua heap one VM may use (0: no limit); an allocation past
+    /// it is a Lua error in the hook that made it.
+    pub memory_limit: usize,
+    /// Whether scripts get `io.*`, `os.execute`/`remove`/`rename`/
+    /// `tmpname`/`getenv`/`setlocale` and C modules.
+    pub system_access: bool,
+    /// Largest JSON text `mix.json_encode` produces or `mix.json_decode`
+    /// reads, in bytes.
+    pub json_max_size: usize,
+    /// `mix.http.request`.
+    pub http: LuaHttpConfig,
+}
+
+/// `engine.luavm.http`: the scripts' HTTP client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct LuaHttpConfig {
+    /// Largest response body read, in bytes; a longer one is `nil, err`.
+    pub max_body_size: usize,
+}
+
+impl Default for LuaHttpConfig {
+    fn default() -> Self {
+        Self {
+            max_body_size: 1 << 20,
+        }
+    }
 }
 
 impl Default for LuaVmConfig {
@@ -209,6 +236,10 @@ impl Default for LuaVmConfig {
             redis: Vec::new(),
             hook_timeout_ms: 1000,
             wait_context_timeout: 30,
+            memory_limit: 256 << 20,
+            system_access: false,
+            json_max_size: 16 << 20,
+            http: LuaHttpConfig::default(),
         }
     }
 }

@@ -114,6 +114,21 @@ impl Config {
                 ));
             }
         }
+        let luavm = &self.engine.luavm;
+        for (k, v) in [
+            ("jsonMaxSize", luavm.json_max_size),
+            ("http.maxBodySize", luavm.http.max_body_size),
+        ] {
+            if v == 0 {
+                return Err((format!("engine.luavm.{k}"), "must be greater than 0".into()));
+            }
+        }
+        if luavm.memory_limit != 0 && luavm.memory_limit < 1 << 20 {
+            return Err((
+                "engine.luavm.memoryLimit".into(),
+                "must be 0 (no limit) or at least 1048576 bytes (1 MiB)".into(),
+            ));
+        }
         for (i, r) in self.engine.luavm.redis.iter().enumerate() {
             let key = |k: &str| format!("engine.luavm.redis[{i}].{k}");
             if r.name.trim().is_empty() {
@@ -141,7 +156,8 @@ impl Config {
                 ("connectTimeout", r.connect_timeout),
                 ("commandTimeout", r.command_timeout),
             ] {
-                if !(v.is_finite() && v > 0.0) {
+                if !(v.is_finite() && v > 0.0) || std::time::Duration::try_from_secs_f64(v).is_err()
+                {
                     return Err((key(k), "must be a number of seconds above 0".into()));
                 }
             }

@@ -102,6 +102,11 @@ impl ConnLocal {
         self.lua.registry_value(key.as_ref()?).ok()
     }
 
+    /// The VM this connection lives in.
+    pub fn lua(&self) -> &Lua {
+        &self.lua
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.ctx.mesh.metrics
     }
@@ -304,7 +309,12 @@ impl UserData for LuaConn {
                 Ok(c) => c,
                 Err(e) => return Ok((Value::Nil, Value::String(lua.create_string(e)?))),
             };
-            let deadline = tokio::time::Instant::now() + c.ctx.wait_timeout;
+            // Capped: a huge waitContextTimeout must not overflow the clock.
+            let wait = c
+                .ctx
+                .wait_timeout
+                .min(Duration::from_secs(100 * 365 * 86_400));
+            let deadline = tokio::time::Instant::now() + wait;
             loop {
                 let changed = c.context_changed.notified();
                 let v: Value = c.context_table(&lua)?.raw_get(k.clone())?;

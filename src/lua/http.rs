@@ -18,10 +18,15 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
         "request",
         lua.create_async_function(
             |lua, (method, url, opts): (String, String, Option<Table>)| async move {
+                super::budget::check_not_aborting()?;
                 let result = request(&lua, &method, &url, opts).await;
                 match result {
                     Ok(resp) => Ok((Value::Table(resp), Value::Nil)),
-                    Err(e) => Ok((Value::Nil, Value::String(lua.create_string(e)?))),
+                    Err(e) => {
+                        // An abort raised while reading `opts` stays raised.
+                        super::budget::check_not_aborting()?;
+                        Ok((Value::Nil, Value::String(lua.create_string(e)?)))
+                    }
                 }
             },
         )?,
@@ -30,20 +35,28 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
 }
 
 /// Parses `timeout`: a number of seconds, or a string such as `"1h"`,
-/// `"30s"`, `"500ms"`, `"1m30s"`.
+/// `"30s"`, `"500ms"`, `"1m30s"`. Negative, NaN, infinite and values past
+/// what a `Duration` holds are errors (never a panic).
 pub fn parse_duration(v: &Value) -> Result<Duration, String> {
     match v {
-        Value::Integer(n) => Ok(Duration::from_secs_f64((*n).max(0) as f64)),
-        Value::Number(n) if *n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(*n)),
+        Value::Integer(n) => seconds(*n as f64),
+        Value::Number(n) => seconds(*n),
         Value::String(s) => parse_duration_str(&s.to_string_lossy()),
         _ => Err("timeout must be seconds or a duration string like \"1h\"".into()),
     }
 }
 
+fn seconds(n: f64) -> Result<Duration, String> {
+    if n.is_nan() || n < 0.0 {
+        return Err(format!("invalid timeout {n}: must be 0 or more seconds"));
+    }
+    Duration::try_from_secs_f64(n).map_err(|_| format!("invalid timeout {n}: too large"))
+}
+
 fn parse_duration_str(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if let Ok(n) = s.parse::<f64>() {
-        return Ok(Duration::from_secs_f64(n.max(0.0)));
+        return seconds(n);
     }
     let bad = || format!("invalid duration {s:?}");
     let mut total = 0f64;
@@ -67,7 +80,7 @@ fn parse_duration_str(s: &str) -> Result<Duration, String> {
         total += n * mult;
         rest = &rest[unit_len..];
     }
-    Ok(Duration::from_secs_f64(total))
+    seconds(total).map_err(|e| format!("{e} ({s:?})"))
 }
 
 fn string_pairs(t: &Table) -> Result<Vec<(String, String)>, String> {
@@ -87,11 +100,10 @@ fn string_pairs(t: &Table) -> Result<Vec<(String, String)>, String> {
 }
 
 async fn request(lua: &Lua, method: &str, url: &str, opts: Option<Table>) -> Result<Table, String> {
-    let client = lua
-        .app_data_ref::<WorkerCtx>()
-        .ok_or("no worker context")?
-        .http
-        .clone();
+    let (client, max_body) = {
+        let ctx = lua.app_data_ref::<WorkerCtx>().ok_or("no worker context")?;
+        (ctx.http.clone(), ctx.config.engine.luavm.http.max_body_size)
+    };
     let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("invalid method {method:?}"))?;
     let mut url = reqwest::Url::parse(url).map_err(|e| format!("invalid url {url:?}: {e}"))?;
@@ -101,7 +113,8 @@ async fn request(lua: &Lua, method: &str, url: &str, opts: Option<Table>) -> Res
     let mut auth: Option<(String, String)> = None;
     let mut cookies: Vec<(String, String)> = Vec::new();
     if let Some(o) = &opts {
-        let get = |k: &str| o.get::<Value>(k).map_err(|e| e.to_string());
+        // Raw reads: no metamethod (Lua code) runs inside this helper.
+        let get = |k: &str| o.raw_get::<Value>(k).map_err(|e| e.to_string());
         match get("query")? {
             Value::Nil => {}
             Value::String(q) => {
@@ -142,10 +155,10 @@ async fn request(lua: &Lua, method: &str, url: &str, opts: Option<Table>) -> Res
             Value::Nil => {}
             Value::Table(t) => {
                 let u: String = t
-                    .get("username")
+                    .raw_get("username")
                     .map_err(|_| "auth.username must be a string")?;
                 let p: Option<String> = t
-                    .get("password")
+                    .raw_get("password")
                     .map_err(|_| "auth.password must be a string")?;
                 auth = Some((u, p.unwrap_or_default()));
             }
@@ -196,7 +209,7 @@ async fn request(lua: &Lua, method: &str, url: &str, opts: Option<Table>) -> Res
         };
         let _ = headers.set(key, merged);
     }
-    let bytes = resp.bytes().await.map_err(describe)?;
+    let bytes = read_body(resp, max_body).await?;
     let t = lua.create_table().map_err(|e| e.to_string())?;
     let set = |k: &str, v: Value| t.set(k, v).map_err(|e| e.to_string());
     set(
@@ -212,6 +225,24 @@ async fn request(lua: &Lua, method: &str, url: &str, opts: Option<Table>) -> Res
         Value::String(lua.create_string(&final_url).map_err(|e| e.to_string())?),
     )?;
     Ok(t)
+}
+
+/// Reads the body chunk by chunk and stops at `max` bytes: a backend that
+/// streams for ever cannot grow the gateway.
+async fn read_body(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let too_large =
+        || format!("response body larger than {max} bytes (engine.luavm.http.maxBodySize)");
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(describe)? {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `content-type` -> `Content-Type`, as Go's http package presents headers.
@@ -255,6 +286,12 @@ mod tests {
         );
         assert_eq!(parse_duration_str("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration_str("soon").is_err());
+        for bad in ["1e300", "inf", "-1", "NaN", "99999999999999999999h"] {
+            assert!(parse_duration_str(bad).is_err(), "{bad}");
+        }
+        for bad in [1e300, f64::INFINITY, 18446744073709551616.0, -1.0, f64::NAN] {
+            assert!(parse_duration(&Value::Number(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -5,35 +5,165 @@
 //! exactly 1..n is an array, any other table an object (an empty table is
 //! `{}`); integral numbers encode without a fraction; JSON `null` decodes to
 //! `nil`; numbers stay numbers.
+//!
+//! Bounds (a script cannot block or grow the worker through them): the text
+//! produced or read is at most `engine.luavm.jsonMaxSize` bytes, counted
+//! while encoding (a table whose subtables are shared 40 levels deep would
+//! expand to 2^40 nodes), and encoding ticks the CPU budget per value.
 
+use super::budget::Ticker;
 use mlua::{Lua, Table, Value};
 use serde_json::{Map, Number, Value as Json};
 
 const MAX_DEPTH: usize = 64;
 
-/// Lua -> JSON. Functions, userdata and threads are an error.
-pub fn to_json(v: &Value) -> Result<Json, String> {
-    to_json_depth(v, 0)
+/// Lua -> JSON. Functions, userdata and threads are an error, and so is
+/// text longer than `max_size` (the inner `Err`, for `nil, err`); the outer
+/// `Err` is the CPU budget's abort, which must be raised.
+pub fn to_json(v: &Value, max_size: usize) -> mlua::Result<Result<Json, String>> {
+    let mut enc = Encoder {
+        size: 0,
+        max_size,
+        ticker: Ticker::new("mix.json_encode"),
+    };
+    match enc.value(v, 0) {
+        Ok(j) => Ok(Ok(j)),
+        Err(EncodeError::Invalid(e)) => Ok(Err(e)),
+        Err(EncodeError::Abort(e)) => Err(e),
+    }
 }
 
-fn to_json_depth(v: &Value, depth: usize) -> Result<Json, String> {
-    if depth > MAX_DEPTH {
-        return Err("nesting too deep (or a table contains itself)".into());
+/// `engine.luavm.jsonMaxSize` of the VM's worker.
+pub fn max_size(lua: &Lua) -> usize {
+    lua.app_data_ref::<super::WorkerCtx>()
+        .map(|c| c.config.engine.luavm.json_max_size)
+        .unwrap_or(usize::MAX)
+}
+
+enum EncodeError {
+    Invalid(String),
+    Abort(mlua::Error),
+}
+
+impl From<String> for EncodeError {
+    fn from(e: String) -> Self {
+        Self::Invalid(e)
     }
-    Ok(match v {
-        Value::Nil => Json::Null,
-        Value::Boolean(b) => Json::Bool(*b),
-        Value::Integer(i) => Json::Number((*i).into()),
-        Value::Number(n) => number(*n)?,
-        Value::String(s) => Json::String(
-            s.to_str()
-                .map_err(|_| "string is not valid UTF-8")?
-                .to_string(),
-        ),
-        Value::Table(t) => table_to_json(t, depth)?,
-        Value::LightUserData(p) if p.0.is_null() => Json::Null,
-        other => return Err(format!("cannot encode a {} as JSON", other.type_name())),
-    })
+}
+
+impl From<&str> for EncodeError {
+    fn from(e: &str) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+struct Encoder {
+    /// About how many bytes of text the values so far make.
+    size: usize,
+    max_size: usize,
+    ticker: Ticker,
+}
+
+impl Encoder {
+    fn grow(&mut self, n: usize) -> Result<(), EncodeError> {
+        self.ticker.tick().map_err(EncodeError::Abort)?;
+        self.size = self.size.saturating_add(n);
+        if self.size > self.max_size {
+            return Err(format!(
+                "JSON text larger than {} bytes (engine.luavm.jsonMaxSize)",
+                self.max_size
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, v: &Value, depth: usize) -> Result<Json, EncodeError> {
+        if depth > MAX_DEPTH {
+            return Err("nesting too deep (or a table contains itself)".into());
+        }
+        Ok(match v {
+            Value::Nil => {
+                self.grow(4)?;
+                Json::Null
+            }
+            Value::Boolean(b) => {
+                self.grow(5)?;
+                Json::Bool(*b)
+            }
+            Value::Integer(i) => {
+                self.grow(20)?;
+                Json::Number((*i).into())
+            }
+            Value::Number(n) => {
+                self.grow(24)?;
+                number(*n)?
+            }
+            Value::String(s) => {
+                let s = s.to_str().map_err(|_| "string is not valid UTF-8")?;
+                self.grow(s.len() + 2)?;
+                Json::String(s.to_string())
+            }
+            Value::Table(t) => self.table(t, depth)?,
+            Value::LightUserData(p) if p.0.is_null() => {
+                self.grow(4)?;
+                Json::Null
+            }
+            other => return Err(format!("cannot encode a {} as JSON", other.type_name()).into()),
+        })
+    }
+
+    fn table(&mut self, t: &Table, depth: usize) -> Result<Json, EncodeError> {
+        self.grow(2)?;
+        let len = t.raw_len();
+        let mut count = 0usize;
+        let mut array_like = true;
+        for pair in t.pairs::<Value, Value>() {
+            let (k, _) = pair.map_err(|e| e.to_string())?;
+            self.ticker.tick().map_err(EncodeError::Abort)?;
+            count += 1;
+            let idx = match k {
+                Value::Integer(i) => Some(i as f64),
+                Value::Number(n) => Some(n),
+                _ => None,
+            };
+            match idx {
+                Some(i) if i >= 1.0 && i.fract() == 0.0 && (i as usize) <= len => {}
+                _ => array_like = false,
+            }
+        }
+        if array_like && count == len && len > 0 {
+            let mut arr = Vec::with_capacity(len);
+            for i in 1..=len {
+                let v: Value = t.raw_get(i).map_err(|e| e.to_string())?;
+                self.grow(1)?;
+                arr.push(self.value(&v, depth + 1)?);
+            }
+            return Ok(Json::Array(arr));
+        }
+        let mut obj = Map::new();
+        for pair in t.pairs::<Value, Value>() {
+            let (k, v) = pair.map_err(|e| e.to_string())?;
+            let key = match &k {
+                Value::String(s) => s
+                    .to_str()
+                    .map_err(|_| "key is not valid UTF-8")?
+                    .to_string(),
+                Value::Integer(i) => i.to_string(),
+                Value::Number(n) => match number(*n)? {
+                    Json::Number(n) => n.to_string(),
+                    _ => unreachable!(),
+                },
+                Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(format!("cannot use a {} as a JSON key", other.type_name()).into());
+                }
+            };
+            self.grow(key.len() + 4)?;
+            obj.insert(key, self.value(&v, depth + 1)?);
+        }
+        Ok(Json::Object(obj))
+    }
 }
 
 fn number(n: f64) -> Result<Json, String> {
@@ -46,52 +176,6 @@ fn number(n: f64) -> Result<Json, String> {
     Number::from_f64(n)
         .map(Json::Number)
         .ok_or_else(|| "invalid number".into())
-}
-
-fn table_to_json(t: &Table, depth: usize) -> Result<Json, String> {
-    let len = t.raw_len();
-    let mut count = 0usize;
-    let mut array_like = true;
-    for pair in t.pairs::<Value, Value>() {
-        let (k, _) = pair.map_err(|e| e.to_string())?;
-        count += 1;
-        let idx = match k {
-            Value::Integer(i) => Some(i as f64),
-            Value::Number(n) => Some(n),
-            _ => None,
-        };
-        match idx {
-            Some(i) if i >= 1.0 && i.fract() == 0.0 && (i as usize) <= len => {}
-            _ => array_like = false,
-        }
-    }
-    if array_like && count == len && len > 0 {
-        let mut arr = Vec::with_capacity(len);
-        for i in 1..=len {
-            let v: Value = t.raw_get(i).map_err(|e| e.to_string())?;
-            arr.push(to_json_depth(&v, depth + 1)?);
-        }
-        return Ok(Json::Array(arr));
-    }
-    let mut obj = Map::new();
-    for pair in t.pairs::<Value, Value>() {
-        let (k, v) = pair.map_err(|e| e.to_string())?;
-        let key = match &k {
-            Value::String(s) => s
-                .to_str()
-                .map_err(|_| "key is not valid UTF-8")?
-                .to_string(),
-            Value::Integer(i) => i.to_string(),
-            Value::Number(n) => match number(*n)? {
-                Json::Number(n) => n.to_string(),
-                _ => unreachable!(),
-            },
-            Value::Boolean(b) => b.to_string(),
-            other => return Err(format!("cannot use a {} as a JSON key", other.type_name())),
-        };
-        obj.insert(key, to_json_depth(&v, depth + 1)?);
-    }
-    Ok(Json::Object(obj))
 }
 
 /// JSON -> Lua.
@@ -129,19 +213,30 @@ mod tests {
             .load(r#"return {uid = 1001, tags = {"a", "b"}, ok = true, f = 1.5, e = {}}"#)
             .eval()
             .unwrap();
-        let j = to_json(&v).unwrap();
+        let j = to_json(&v, usize::MAX).unwrap().unwrap();
         assert_eq!(j["uid"], Json::from(1001));
         assert_eq!(j["tags"], serde_json::json!(["a", "b"]));
         assert_eq!(j["f"], Json::from(1.5));
         assert_eq!(j["e"], serde_json::json!({}));
         let back = to_lua(&lua, &j).unwrap();
-        assert_eq!(to_json(&back).unwrap(), j);
+        assert_eq!(to_json(&back, usize::MAX).unwrap().unwrap(), j);
     }
 
     #[test]
     fn self_referencing_table_is_an_error() {
         let lua = Lua::new();
         let v: Value = lua.load("local t = {} t.t = t return t").eval().unwrap();
-        assert!(to_json(&v).is_err());
+        assert!(to_json(&v, usize::MAX).unwrap().is_err());
+    }
+
+    #[test]
+    fn shared_subtables_stop_at_the_size_limit() {
+        let lua = Lua::new();
+        let v: Value = lua
+            .load("local t = {} for i = 1, 40 do t = {t, t} end return t")
+            .eval()
+            .unwrap();
+        let e = to_json(&v, 1 << 20).unwrap().unwrap_err();
+        assert!(e.contains("jsonMaxSize"), "{e}");
     }
 }

@@ -11,6 +11,9 @@
 use crate::jwt::{self, JwtError, VerifyOptions};
 use mlua::{Lua, Table, Value};
 
+/// Largest `leeway` (seconds) a script may pass: a year.
+const MAX_LEEWAY: u64 = 365 * 86_400;
+
 pub fn module(lua: &Lua) -> mlua::Result<Table> {
     let t = lua.create_table()?;
     t.set(
@@ -88,7 +91,8 @@ fn options(opts: &Value) -> Result<VerifyOptions, String> {
             ));
         }
     };
-    let get = |k: &str| t.get::<Value>(k).map_err(|e| e.to_string());
+    // Raw reads: no metamethod (Lua code) runs inside this helper.
+    let get = |k: &str| t.raw_get::<Value>(k).map_err(|e| e.to_string());
     if let Some(names) = strings(get("algorithms")?, "algorithms")? {
         if names.is_empty() {
             return Err("invalid option: algorithms is empty".into());
@@ -102,9 +106,14 @@ fn options(opts: &Value) -> Result<VerifyOptions, String> {
     }
     match get("leeway")? {
         Value::Nil => {}
-        Value::Integer(n) if n >= 0 => o.leeway = n as u64,
-        Value::Number(n) if n >= 0.0 && n.is_finite() => o.leeway = n as u64,
-        _ => return Err("invalid option: leeway must be seconds (a number >= 0)".into()),
+        // Bounded: the validator computes `now - leeway` and `now + leeway`.
+        Value::Integer(n) if (0..=MAX_LEEWAY as i64).contains(&n) => o.leeway = n as u64,
+        Value::Number(n) if (0.0..=MAX_LEEWAY as f64).contains(&n) => o.leeway = n as u64,
+        _ => {
+            return Err(format!(
+                "invalid option: leeway must be seconds from 0 to {MAX_LEEWAY}"
+            ));
+        }
     }
     o.iss = strings(get("iss")?, "iss")?;
     o.aud = strings(get("aud")?, "aud")?;

@@ -20,7 +20,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     mix.set(
         "json_encode",
         lua.create_function(|lua, v: Value| {
-            Ok(match json::to_json(&v) {
+            Ok(match json::to_json(&v, json::max_size(lua))? {
                 Ok(j) => (Value::String(lua.create_string(j.to_string())?), Value::Nil),
                 Err(e) => (Value::Nil, Value::String(lua.create_string(e)?)),
             })
@@ -29,6 +29,11 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     mix.set(
         "json_decode",
         lua.create_function(|lua, s: mlua::LuaString| {
+            let max = json::max_size(lua);
+            if s.as_bytes().len() > max {
+                let e = format!("JSON text larger than {max} bytes (engine.luavm.jsonMaxSize)");
+                return Ok((Value::Nil, Value::String(lua.create_string(e)?)));
+            }
             Ok(
                 match serde_json::from_slice::<serde_json::Value>(&s.as_bytes()) {
                     Ok(j) => (json::to_lua(lua, &j)?, Value::Nil),
@@ -243,7 +248,11 @@ fn print(lua: &Lua, args: MultiValue) -> mlua::Result<()> {
     let tostring: mlua::Function = lua.globals().get("tostring")?;
     let mut parts = Vec::with_capacity(args.len());
     for v in args {
-        let s: mlua::LuaString = tostring.call(v)?;
+        // `__tostring` may print again: one more level of native nesting.
+        super::budget::enter_coroutine()?;
+        let s = tostring.call::<mlua::LuaString>(v);
+        super::budget::leave_coroutine();
+        let s = s?;
         parts.push(s.to_string_lossy());
     }
     let line = parts.join("\t");

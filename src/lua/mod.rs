@@ -10,23 +10,31 @@
 //! - Every hook runs as a coroutine inside a [`HookCall`] future. While it is
 //!   polled, [`current`] names its connection (for `mix.websocket()`) and a
 //!   count hook aborts it once one poll has used more CPU than the budget,
-//!   so a runaway `while true do end` cannot freeze the worker.
+//!   so a runaway `while true do end` cannot freeze the worker ([`budget`]:
+//!   the abort cannot be caught; [`sandbox`]: what scripts may call).
+//! - Each VM's heap is capped (`engine.luavm.memoryLimit`, mlua's allocator,
+//!   which LuaJIT's GC64 mode accepts): going over is a Lua error in the
+//!   hook that allocated, after which the VM collects at once.
 //! - A Lua error is logged with file, line and client id, counted, and
 //!   swallowed: it never reaches the connection loop as a failure.
 
+pub mod budget;
 pub mod conn;
 pub mod http;
 pub mod json;
 pub mod jwt;
 pub mod mesh;
 pub mod mix;
+pub mod pattern;
 pub mod pool;
 pub mod queue;
 pub mod redis;
+pub mod sandbox;
+pub mod strlib;
 
 use crate::config::Config;
 use crate::mesh::Mesh;
-use crate::script::ScriptStore;
+pub use crate::script::{ScriptError, ScriptStore, compile, compile_source};
 use conn::ConnLocal;
 use mlua::{Function, HookTriggers, IntoLuaMulti, Lua, MultiValue, Table, VmState};
 use std::cell::{Cell, RefCell};
@@ -40,7 +48,6 @@ use std::time::{Duration, Instant};
 
 thread_local! {
     static CURRENT: RefCell<Option<Rc<ConnLocal>>> = const { RefCell::new(None) };
-    static POLL_START: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// The connection whose hook is running on this thread right now.
@@ -53,18 +60,6 @@ pub struct WorkerCtx {
     pub mesh: Arc<Mesh>,
     pub config: Arc<Config>,
     pub http: reqwest::Client,
-}
-
-/// Why a script could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum ScriptError {
-    #[error("{path}: cannot read: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Compile(String),
 }
 
 /// One server's entry script as compiled in this VM.
@@ -89,47 +84,24 @@ pub struct LuaRuntime {
     builtin_modules: Vec<String>,
 }
 
-/// Compiles script text into `lua`; errors carry file and line.
-pub fn compile_source(lua: &Lua, path: &Path, src: &[u8]) -> Result<Function, ScriptError> {
-    lua.load(src)
-        .set_name(format!("@{}", path.display()))
-        .into_function()
-        .map_err(|e| ScriptError::Compile(first_line(&e.to_string())))
-}
-
-/// Reads and compiles a script file into `lua`.
-pub fn compile(lua: &Lua, path: &Path) -> Result<Function, ScriptError> {
-    let src = std::fs::read(path).map_err(|source| ScriptError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    compile_source(lua, path, &src)
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .next()
-        .unwrap_or("")
-        .trim_start_matches("syntax error: ")
-        .to_string()
-}
-
 impl LuaRuntime {
     /// Builds a VM with the `mix` module and compiles every server's script.
     pub fn new(ctx: WorkerCtx, store: Arc<ScriptStore>) -> Result<Self, ScriptError> {
         let lua = Lua::new();
-        let budget = Duration::from_millis(ctx.config.engine.luavm.hook_timeout_ms.max(1));
+        let luavm = &ctx.config.engine.luavm;
+        budget::set_budget(Duration::from_millis(luavm.hook_timeout_ms.max(1)));
+        let (memory_limit, system_access) = (luavm.memory_limit, luavm.system_access);
         let entries = store.paths();
         let setup = || -> mlua::Result<Table> {
             // The count hook cannot fire inside JIT-compiled traces.
             lua.load("if jit then jit.off() end").exec()?;
             set_package_path(&lua, &entries)?;
             mix::install(&lua)?;
+            sandbox::install(&lua, system_access, memory_limit)?;
             lua.set_global_hook(
-                HookTriggers::new().every_nth_instruction(10_000),
+                HookTriggers::new().every_nth_instruction(budget::CHECK_EVERY_INSTRUCTIONS),
                 move |_, debug| {
-                    let over = POLL_START.with(|s| s.get().is_some_and(|t| t.elapsed() > budget));
-                    if !over {
+                    if budget::aborting().is_none() && !budget::over_budget() {
                         return Ok(VmState::Continue);
                     }
                     let src = debug.source();
@@ -139,10 +111,7 @@ impl LuaRuntime {
                         .map(|s| s.trim_start_matches('@').to_string())
                         .unwrap_or_else(|| "?".into());
                     let line = debug.current_line().unwrap_or(0);
-                    Err(mlua::Error::RuntimeError(format!(
-                        "{file}:{line}: hook aborted: ran longer than {} ms without waiting (engine.luavm.hookTimeoutMs)",
-                        budget.as_millis()
-                    )))
+                    Err(budget::abort(&format!("{file}:{line}")))
                 },
             )?;
             let meta = lua.create_table()?;
@@ -150,6 +119,11 @@ impl LuaRuntime {
             Ok(meta)
         };
         let env_meta = setup().map_err(|e| ScriptError::Compile(e.to_string()))?;
+        if memory_limit > 0 {
+            // Set after the setup: the standard libraries and `mix` fit anyway.
+            lua.set_memory_limit(memory_limit)
+                .map_err(|e| ScriptError::Compile(format!("engine.luavm.memoryLimit: {e}")))?;
+        }
         lua.set_app_data(ctx);
         let mut scripts = Vec::new();
         for (i, path) in entries.iter().enumerate() {
@@ -248,8 +222,22 @@ impl LuaRuntime {
         let func: Function = env.raw_get(name).ok()?;
         let mut args = args.into_lua_multi(&self.lua).ok()?;
         args.push_back(mlua::Value::UserData(conn.userdata()?));
-        let fut = func.call_async::<MultiValue>(args);
+        // Our own handle on the coroutine: its stack shows where an error
+        // without a position (out of memory) happened.
+        let started = self
+            .lua
+            .create_thread(func)
+            .and_then(|t| Ok((t.clone(), t.into_async::<MultiValue>(args)?)));
+        let (thread, fut) = match started {
+            Ok(v) => v,
+            Err(e) => {
+                // A full VM (memoryLimit): the hook cannot even start.
+                report_error(conn, name, &self.script_names[conn.server], &e);
+                return None;
+            }
+        };
         Some(HookCall {
+            thread,
             inner: Box::pin(fut),
             conn: conn.clone(),
             name,
@@ -315,22 +303,23 @@ fn set_package_path(lua: &Lua, entries: &[PathBuf]) -> mlua::Result<()> {
     package.set("path", path)
 }
 
-/// Sets the thread-locals that a running hook needs, and clears them on drop.
+/// Sets the thread-locals that a running hook needs (its connection, a
+/// fresh CPU budget), and restores them on drop.
 struct PollScope {
     prev: Option<Rc<ConnLocal>>,
+    _poll: budget::Poll,
 }
 
 impl PollScope {
     fn enter(conn: Rc<ConnLocal>) -> Self {
-        POLL_START.with(|s| s.set(Some(Instant::now())));
+        let poll = budget::Poll::start();
         let prev = CURRENT.with(|c| c.borrow_mut().replace(conn));
-        Self { prev }
+        Self { prev, _poll: poll }
     }
 }
 
 impl Drop for PollScope {
     fn drop(&mut self) {
-        POLL_START.with(|s| s.set(None));
         CURRENT.with(|c| *c.borrow_mut() = self.prev.take());
     }
 }
@@ -340,6 +329,7 @@ type BoxedCall = Pin<Box<dyn Future<Output = mlua::Result<MultiValue>>>>;
 /// A running hook; see the module documentation. Resolves to the hook's
 /// return values, or `None` when it raised an error (already logged).
 pub struct HookCall {
+    thread: mlua::Thread,
     inner: BoxedCall,
     conn: Rc<ConnLocal>,
     name: &'static str,
@@ -366,17 +356,81 @@ impl Future for HookCall {
         Poll::Ready(match res {
             Ok(v) => Some(v),
             Err(e) => {
-                report_error(&this.conn, this.name, &this.script, &e);
+                let at = errored_line(&this.thread);
+                report_error_at(&this.conn, this.name, &this.script, &e, at);
+                if is_memory_error(&e) {
+                    // LuaJIT has no emergency collection: free what the
+                    // failed hook left behind before anyone allocates again.
+                    let _ = this.conn.lua().gc_collect();
+                }
                 None
             }
         })
     }
 }
 
+/// Whether `e` (or what it wraps) is the VM running out of its memory limit.
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
+        mlua::Error::WithContext { cause, .. } => is_memory_error(cause),
+        other => other.to_string().contains("not enough memory"),
+    }
+}
+
+/// `file:line` of the innermost Lua function on an errored coroutine's
+/// stack (which LuaJIT keeps after the error). When LuaJIT does not know
+/// the line (the error came from inside a C function such as `string.rep`),
+/// the line where that Lua function starts.
+fn errored_line(thread: &mlua::Thread) -> Option<String> {
+    use mlua::ffi;
+    let state = thread.state();
+    for level in 0..32 {
+        // SAFETY: `state` is a live coroutine of this VM (we hold a handle),
+        // not running; lua_getstack/lua_getinfo only read its frames, and
+        // `ar` is a plain C struct they fill.
+        unsafe {
+            let mut ar: ffi::lua_Debug = std::mem::zeroed();
+            if ffi::lua_getstack(state, level, &mut ar) == 0 {
+                return None;
+            }
+            if ffi::lua_getinfo(state, c"Sl".as_ptr(), &mut ar) == 0 || ar.source.is_null() {
+                continue;
+            }
+            let line = if ar.currentline > 0 {
+                ar.currentline
+            } else {
+                ar.linedefined
+            };
+            let src = std::ffi::CStr::from_ptr(ar.source).to_string_lossy();
+            if line <= 0 || src.starts_with('=') {
+                continue;
+            }
+            return Some(format!("{}:{line}", src.trim_start_matches('@')));
+        }
+    }
+    None
+}
+
 /// Logs a Lua error with file, line and client id, and counts it.
 pub fn report_error(conn: &ConnLocal, hook: &str, script: &str, e: &mlua::Error) {
+    report_error_at(conn, hook, script, e, None);
+}
+
+/// [`report_error`], with where the hook's coroutine stopped for errors
+/// whose text names no line.
+fn report_error_at(
+    conn: &ConnLocal,
+    hook: &str,
+    script: &str,
+    e: &mlua::Error,
+    stopped_at: Option<String>,
+) {
     let text = e.to_string();
-    let location = error_location(&text, script).unwrap_or_else(|| script.to_string());
+    let location = error_location(&text, script)
+        .or(stopped_at)
+        .unwrap_or_else(|| script.to_string());
     // "runtime error: file:12: boom" -> "boom"
     let first = text.lines().next().unwrap_or("");
     let first = first.strip_prefix("runtime error: ").unwrap_or(first);

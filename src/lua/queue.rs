@@ -13,7 +13,7 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
         "push",
         lua.create_async_function(|lua, (topic, data): (String, Value)| async move {
             let err = |e: String| Ok((Value::Nil, Value::String(lua.create_string(e)?)));
-            let data = match json::to_json(&data) {
+            let data = match json::to_json(&data, json::max_size(&lua))? {
                 Ok(d) => d,
                 Err(e) => return err(format!("cannot queue this value: {e}")),
             };

@@ -185,8 +185,11 @@ impl Pool {
                 label: format!("redis {} ({})", c.name, addr),
                 addr,
                 info,
-                connect_timeout: Duration::from_secs_f64(c.connect_timeout),
-                command_timeout: Duration::from_secs_f64(c.command_timeout),
+                // Validated at start; never panic on a value that slipped by.
+                connect_timeout: Duration::try_from_secs_f64(c.connect_timeout)
+                    .unwrap_or(Duration::from_secs(1)),
+                command_timeout: Duration::try_from_secs_f64(c.command_timeout)
+                    .unwrap_or(Duration::from_secs(5)),
             }),
             slots: (0..size).map(|_| RefCell::new(Slot::Empty)).collect(),
             next_slot: Cell::new(0),
