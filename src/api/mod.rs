@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod http;
+pub mod lookup;
 pub mod ops;
 pub mod web;
 pub mod ws;
