@@ -240,10 +240,7 @@ fn urls(gateway: &Gateway, paths: &[String]) -> String {
         .map(|(a, p)| format!("ws://{}{p}", show(a)))
         .collect();
     let api = format!("http://{}", show(&gateway.api_addr));
-    format!(
-        "clients {}   API {api}   demo {api}/demo",
-        clients.join(" ")
-    )
+    format!("clients {}, API {api}, demo {api}/demo", clients.join(" "))
 }
 
 /// SIGINT and SIGTERM, listened to from start-up on.

@@ -165,6 +165,9 @@ impl Metrics {
             "API requests by path and outcome code (0 = success).",
             &["path", "code"],
         );
+        for path in ["/v1/mesh/publish", "/v1/mesh/send"] {
+            api_requests.with_label_values(&[path, "0"]);
+        }
         let nodes =
             IntGauge::new("connmix_cluster_nodes", "Live nodes this node knows of.").unwrap();
         reg(Box::new(nodes.clone()));
@@ -236,7 +239,7 @@ impl Metrics {
         // A labelled family without samples yet (no topic has been used)
         // is still announced, so dashboards find it from the start.
         for (name, help, kind) in ANNOUNCED {
-            if !families.iter().any(|f| f.get_name() == *name) {
+            if !families.iter().any(|f| f.name() == *name) {
                 text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             }
         }
