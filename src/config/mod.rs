@@ -1,6 +1,6 @@
 //! `connmix.yaml`: the types, their defaults and their validation.
 //!
-//! This module owns the file format of CONTRACT section 2 and nothing else: it
+//! This module owns the file format of docs/config.md and nothing else: it
 //! reads a file, reports unknown keys as warnings, and turns a wrong type or a
 //! missing required value into a [`ConfigError`] that names the file and the
 //! key's path (`engine.servers[0].port`). It never starts anything. The
