@@ -206,8 +206,8 @@ pub(super) fn locate(text: &str, path: &str) -> Option<(usize, usize)> {
 pub(super) fn key_at(text: &str, line: usize, column: usize) -> Option<String> {
     nodes(text)
         .into_iter()
-        .filter(|n| n.line < line && n.column < column)
-        .last()
+        .rev()
+        .find(|n| n.line < line && n.column < column)
         .map(|n| n.path)
 }
 
