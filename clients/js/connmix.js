@@ -366,7 +366,9 @@
          * connection (after a reconnect) has a new id.
          */
         whoami() {
-            return this._userRequest({ op: "whoami" });
+            return this._userRequest({ op: "whoami" }).then(function (r) {
+                return r.result;
+            });
         }
 
         /** Sends a raw frame (string, or object as JSON); no reply is expected. */
