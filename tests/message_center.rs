@@ -219,3 +219,27 @@ async fn whoami_gives_the_id_that_send_and_the_console_lookup_use() {
     assert_eq!(get("client=99").await["r"]["connections"], json!([]));
     assert_eq!(get("").await["E"]["c"], json!(101));
 }
+
+/// A module that fails to load while the node runs (edited after start,
+/// loaded on first use) is logged with the module's file, line and reason,
+/// not only "error loading module".
+#[tokio::test]
+async fn a_module_that_fails_to_load_at_run_time_is_logged_with_its_line_and_reason() {
+    let entry =
+        "function on_message(msg, conn)\n  local m = require(\"late\")\n  conn:send(m.hi)\nend\n";
+    let gw = Gateway::start(vec![ServerSpec::new("/m", Script::Inline(entry.into()))]).await;
+    gw.write_file("late.lua", "local M = = {}\nreturn M\n");
+    let mut c = Client::connect(&gw.url(0)).await;
+    c.send("hello").await;
+    gw.wait_log("lua error in on_message").await;
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("lua error in on_message"))
+        .unwrap();
+    assert!(
+        line.contains("error loading module 'late'")
+            && line.contains("late.lua:1: unexpected symbol near '='"),
+        "{line}"
+    );
+}
