@@ -31,6 +31,8 @@
 --   4 missing token    5 auth not configured 6 auth service unavailable
 --   7 auth refused     8 invalid channel     9 subscribe failed
 --   10 unknown op
+-- {"op":"whoami"} answers {"result":{"client_id":"<id>","uid":<uid>}} (uid
+-- only once logged in): the id a backend gives POST /v1/mesh/send.
 -- {"op":"ping"} answers {"result":true} (a keep-alive for browsers, which
 -- cannot send WebSocket pings; readTimeout closes silent connections).
 -- A JWT that fails verification gets code 7 with the reason in msg, e.g.

@@ -172,6 +172,9 @@ function M.on_message(msg, conn)
     elseif op == "ping" then
         -- Keep-alive from clients that cannot send WebSocket pings (browsers).
         return reply(conn, { result = true })
+    elseif op == "whoami" then
+        -- The connection's id (for POST /v1/mesh/send) and its user, if any.
+        return reply(conn, { result = { client_id = conn:client_id(), uid = conn:context_value("uid") } })
     elseif op == "subscribe" or op == "unsubscribe" then
         return channel(conn, op, data)
     end

@@ -151,6 +151,14 @@ impl Hub {
         self.channels.iter().map(|e| e.key().to_string()).collect()
     }
 
+    /// The local subscribers of `ch` (the console's connection lookup).
+    pub fn subscribers(&self, ch: &str) -> Vec<Arc<Client>> {
+        self.channels
+            .get(ch)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Local subscribers of a channel now.
     pub fn subscriber_count(&self, ch: &str) -> usize {
         self.channels.get(ch).map(|s| s.len()).unwrap_or(0)

@@ -2,7 +2,8 @@
 //! gateway and waits for SIGINT/SIGTERM. Nothing else lives here.
 
 use clap::{Parser, Subcommand};
-use connmix::config::Config;
+use connmix::config::{Config, ConfigError};
+use connmix::lua::ScriptError;
 use connmix::{Gateway, Mode};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -61,9 +62,9 @@ struct FileArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        None => run(Path::new("connmix.yaml"), Mode::Single),
-        Some(Command::Dev(a)) | Some(Command::Single(a)) => run(&a.file, Mode::Single),
-        Some(Command::Engine(a)) => run(&a.file, Mode::Cluster),
+        None => run(Path::new("connmix.yaml"), false, Mode::Single),
+        Some(Command::Dev(a)) | Some(Command::Single(a)) => run(&a.file, true, Mode::Single),
+        Some(Command::Engine(a)) => run(&a.file, true, Mode::Cluster),
         Some(Command::Check(a)) => check(&a.file),
         Some(Command::Token(a)) => token(a),
     }
@@ -89,28 +90,52 @@ fn token(a: TokenArgs) -> ExitCode {
     }
 }
 
-fn load(file: &Path) -> Result<Config, ExitCode> {
-    Config::load(file).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    })
+/// Prints a configuration problem and gives the exit status every
+/// configuration problem shares.
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(ConfigError::EXIT_CODE)
+}
+
+/// Reads the config, then reads and compiles every server's entry script
+/// and the modules beside it (what start-up and hot reload accept).
+fn load(file: &Path, file_given: bool) -> Result<Config, ExitCode> {
+    let config = Config::load(file).map_err(|e| {
+        let code = config_failure(&e);
+        if !file_given && matches!(e, ConfigError::Read { .. }) {
+            // `connmix` alone reads ./connmix.yaml; nothing is embedded.
+            eprintln!(
+                "hint: connmix has no built-in config; run it where connmix.yaml and lua/ are \
+                 (the repository), or pass -f FILE"
+            );
+        }
+        code
+    })?;
+    for (i, s) in config.engine.servers.iter().enumerate() {
+        let path = config.resolve_entry(&s.entry);
+        if let Err(e) = connmix::script::read_checked_with_modules(&path) {
+            let key = format!("engine.servers[{i}].entry");
+            let message = match e {
+                ScriptError::Read { path, source } => {
+                    let why = source.to_string();
+                    let why = why.split(" (os error").next().unwrap_or_default();
+                    format!("cannot read {path}: {why}")
+                }
+                ScriptError::Compile(m) => m,
+            };
+            return Err(config_failure(&ConfigError::at_key(file, &key, message)));
+        }
+    }
+    Ok(config)
 }
 
 fn check(file: &Path) -> ExitCode {
-    let config = match load(file) {
+    let config = match load(file, true) {
         Ok(c) => c,
         Err(code) => return code,
     };
     for k in &config.unknown_keys {
         eprintln!("warning: {}: unknown key {k} (ignored)", file.display());
-    }
-    let lua = mlua::Lua::new();
-    for (i, s) in config.engine.servers.iter().enumerate() {
-        let path = config.resolve_entry(&s.entry);
-        if let Err(e) = connmix::lua::compile(&lua, &path) {
-            eprintln!("error: engine.servers[{i}].entry: {e}");
-            return ExitCode::from(1);
-        }
     }
     println!(
         "{}: ok ({} server{})",
@@ -125,16 +150,19 @@ fn check(file: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(file: &Path, mode: Mode) -> ExitCode {
-    let config = match load(file) {
+fn run(file: &Path, file_given: bool, mode: Mode) -> ExitCode {
+    let config = match load(file, file_given) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let log = match connmix::logging::init(&config.logging) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: {}: logging.filename: {e}", file.display());
-            return ExitCode::from(2);
+            return config_failure(&ConfigError::at_key(
+                file,
+                "logging.filename",
+                e.to_string(),
+            ));
         }
     };
     for k in &config.unknown_keys {
@@ -152,6 +180,12 @@ fn run(file: &Path, mode: Mode) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let paths: Vec<String> = config
+        .engine
+        .servers
+        .iter()
+        .map(|s| s.path().to_string())
+        .collect();
     let log_file = config
         .logging
         .filename
@@ -169,13 +203,13 @@ fn run(file: &Path, mode: Mode) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!("connmix {} ready", env!("CARGO_PKG_VERSION"));
+        let urls = urls(&gateway, &paths);
+        tracing::info!("connmix {} ready: {urls}", env!("CARGO_PKG_VERSION"));
         if let Some(file) = &log_file {
             // The log goes to a file: say once on the terminal that we run.
             eprintln!(
-                "connmix {} ready (api http://{}); logging to {file}",
+                "connmix {} ready: {urls}; logging to {file}",
                 env!("CARGO_PKG_VERSION"),
-                gateway.api_addr
             );
         }
         signals.wait().await;
@@ -184,6 +218,29 @@ fn run(file: &Path, mode: Mode) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Where to point a browser or a client: `clients ws://... API http://...
+/// demo http://.../demo`, with a wildcard bind shown as 127.0.0.1.
+fn urls(gateway: &Gateway, paths: &[String]) -> String {
+    let show = |a: &std::net::SocketAddr| {
+        let ip = if a.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else if a.is_ipv6() {
+            format!("[{}]", a.ip())
+        } else {
+            a.ip().to_string()
+        };
+        format!("{ip}:{}", a.port())
+    };
+    let clients: Vec<String> = gateway
+        .server_addrs
+        .iter()
+        .zip(paths)
+        .map(|(a, p)| format!("ws://{}{p}", show(a)))
+        .collect();
+    let api = format!("http://{}", show(&gateway.api_addr));
+    format!("clients {}, API {api}, demo {api}/demo", clients.join(" "))
 }
 
 /// SIGINT and SIGTERM, listened to from start-up on.

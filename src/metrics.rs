@@ -13,6 +13,13 @@ use prometheus::{
 /// How many recent Lua errors are kept for the console.
 const RECENT_ERRORS: usize = 50;
 
+/// Labelled families announced (HELP and TYPE) before their first sample.
+const ANNOUNCED: &[(&str, &str, &str)] = &[(
+    "connmix_queue_depth",
+    "Messages waiting in a mix.queue topic.",
+    "gauge",
+)];
+
 /// One Lua error, as the operator console lists it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LuaErrorRecord {
@@ -149,6 +156,10 @@ impl Metrics {
             "Handshakes refused, by reason.",
             &["reason"],
         );
+        // Exported at 0 from the start, not after the first refusal.
+        for reason in ["max_connections", "on_handshake"] {
+            refused.with_label_values(&[reason]);
+        }
         let queue_depth = IntGaugeVec::new(
             Opts::new(
                 "connmix_queue_depth",
@@ -175,6 +186,9 @@ impl Metrics {
             "API requests by path and outcome code (0 = success).",
             &["path", "code"],
         );
+        for path in ["/v1/mesh/publish", "/v1/mesh/send"] {
+            api_requests.with_label_values(&[path, "0"]);
+        }
         let nodes =
             IntGauge::new("connmix_cluster_nodes", "Live nodes this node knows of.").unwrap();
         reg(Box::new(nodes.clone()));
@@ -243,8 +257,17 @@ impl Metrics {
     /// The whole registry in Prometheus text format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        let families = self.registry.gather();
+        let _ = TextEncoder::new().encode(&families, &mut buf);
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        // A labelled family without samples yet (no topic has been used)
+        // is still announced, so dashboards find it from the start.
+        for (name, help, kind) in ANNOUNCED {
+            if !families.iter().any(|f| f.name() == *name) {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
+        text
     }
 }
 

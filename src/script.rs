@@ -143,6 +143,23 @@ pub fn read_checked(path: &Path) -> Result<Vec<u8>, ScriptError> {
     Ok(src)
 }
 
+/// Reads an entry script after checking that it and every module beside it
+/// (the files hot reload watches) compile; the error names file and line.
+/// `connmix check`, start-up and hot reload all accept exactly this.
+pub fn read_checked_with_modules(entry: &Path) -> Result<Vec<u8>, ScriptError> {
+    check_modules(entry, &watched_files(entry))?;
+    read_checked(entry)
+}
+
+fn check_modules(entry: &Path, files: &[PathBuf]) -> Result<(), ScriptError> {
+    // `./entry.lua` is the entry too: compare the files, not the spellings.
+    let entry_file = std::fs::canonicalize(entry).ok();
+    files
+        .iter()
+        .filter(|f| *f != entry && std::fs::canonicalize(f).ok() != entry_file)
+        .try_for_each(|f| read_checked(f).map(drop))
+}
+
 impl ScriptStore {
     /// Loads every server's entry script; fails on the first that cannot be
     /// read or compiled.
@@ -151,7 +168,7 @@ impl ScriptStore {
         for s in &config.engine.servers {
             let path = config.resolve_entry(&s.entry);
             let stamp = stamp(&watched_files(&path));
-            let source = read_checked(&path)?;
+            let source = read_checked_with_modules(&path)?;
             scripts.push(Shared {
                 path,
                 expires: s.byte_code_expires,
@@ -197,10 +214,7 @@ impl ScriptStore {
             }
             *s.stamp.lock() = now;
             // Every module must compile too, or nothing changes.
-            let modules_ok = files
-                .iter()
-                .filter(|f| **f != s.path)
-                .try_for_each(|f| read_checked(f).map(drop));
+            let modules_ok = check_modules(&s.path, &files);
             let res = modules_ok.and_then(|()| read_checked(&s.path)).map(|src| {
                 *s.source.write() = Arc::new(src);
                 s.version.fetch_add(1, Ordering::AcqRel);

@@ -144,3 +144,102 @@ async fn a_waiting_hook_blocks_only_its_own_connection() {
     assert_eq!(gw.publish("user:1001", "for slow").await, (1, 0));
     assert_eq!(slow.recv().await, "for slow");
 }
+
+/// Step 5 of the README's walkthrough: a client learns its id with
+/// `{"op":"whoami"}`, a backend pushes to that one connection with
+/// `/v1/mesh/send`, and the console's lookup finds the connection by its id
+/// and by its user.
+#[tokio::test]
+async fn whoami_gives_the_id_that_send_and_the_console_lookup_use() {
+    let auth = AuthServer::start().await;
+    let gw = Gateway::start(vec![message_center(&auth)]).await;
+    let url = gw.url(0);
+    let mut phone = login(&url, 1001).await;
+    let mut laptop = login(&url, 1001).await;
+    let mut guest = Client::connect(&url).await;
+
+    phone.send_json(json!({"op": "whoami"})).await;
+    let me = phone.recv_json().await;
+    let id = me["result"]["client_id"]
+        .as_str()
+        .expect("client_id")
+        .to_string();
+    assert_eq!(me, json!({"result": {"client_id": id, "uid": 1001}}));
+    laptop.send_json(json!({"op": "whoami"})).await;
+    let laptop_id = laptop.recv_json().await["result"]["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(laptop_id, id);
+    // Before logging in there is an id and no user.
+    guest.send_json(json!({"op": "whoami"})).await;
+    let g = guest.recv_json().await;
+    assert_eq!(g["result"].as_object().unwrap().len(), 1, "{g}");
+
+    let r = gw
+        .call("/v1/mesh/send", json!({"c": id, "d": "just you"}))
+        .await;
+    assert_eq!(r, json!({"E": null, "r": {"s": true}}));
+    assert_eq!(phone.recv().await, "just you");
+    assert_eq!(gw.publish("user:1001", "marker").await, (2, 0));
+    assert_eq!(
+        laptop.recv().await,
+        "marker",
+        "the send reached only the phone"
+    );
+    assert_eq!(phone.recv().await, "marker");
+
+    let get = |q: &str| {
+        let u = gw.api(&format!("/v1/connections?{q}"));
+        async move {
+            let text = reqwest::get(u).await.unwrap().text().await.unwrap();
+            serde_json::from_str::<Value>(&text).unwrap()
+        }
+    };
+    let by_id = get(&format!("client={id}")).await;
+    assert!(by_id["E"].is_null(), "{by_id}");
+    let conns = by_id["r"]["connections"].as_array().unwrap();
+    assert_eq!(conns.len(), 1, "{by_id}");
+    assert_eq!(conns[0]["c"], json!(id));
+    assert_eq!(conns[0]["path"], json!("/chat"));
+    assert_eq!(conns[0]["channels"], json!(["user:1001"]));
+
+    let by_user = get("user=1001").await;
+    let mut ids: Vec<String> = by_user["r"]["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["c"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut want = vec![id.clone(), laptop_id];
+    want.sort();
+    assert_eq!(ids, want);
+
+    assert_eq!(get("client=99").await["r"]["connections"], json!([]));
+    assert_eq!(get("").await["E"]["c"], json!(101));
+}
+
+/// A module that fails to load while the node runs (edited after start,
+/// loaded on first use) is logged with the module's file, line and reason,
+/// not only "error loading module".
+#[tokio::test]
+async fn a_module_that_fails_to_load_at_run_time_is_logged_with_its_line_and_reason() {
+    let entry =
+        "function on_message(msg, conn)\n  local m = require(\"late\")\n  conn:send(m.hi)\nend\n";
+    let gw = Gateway::start(vec![ServerSpec::new("/m", Script::Inline(entry.into()))]).await;
+    gw.write_file("late.lua", "local M = = {}\nreturn M\n");
+    let mut c = Client::connect(&gw.url(0)).await;
+    c.send("hello").await;
+    gw.wait_log("lua error in on_message").await;
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("lua error in on_message"))
+        .unwrap();
+    assert!(
+        line.contains("error loading module 'late'")
+            && line.contains("late.lua:1: unexpected symbol near '='"),
+        "{line}"
+    );
+}

@@ -13,7 +13,8 @@
  *     classic script cannot carry `export` statements itself.)
  *
  * Protocol: JSON text frames. Requests {"op":"auth","token":...},
- * {"op":"subscribe","channel":...}, {"op":"unsubscribe","channel":...} are
+ * {"op":"subscribe","channel":...}, {"op":"unsubscribe","channel":...},
+ * {"op":"whoami"} are
  * answered by {"result":...} or {"code":n,"msg":"..."}. Replies carry no
  * request id, so they are matched first-in first-out to pending requests:
  * while a request is pending, a frame that is {"result":...} or has both
@@ -356,6 +357,17 @@
             return this._userRequest({ op: "unsubscribe", channel: channel }).then(function (r) {
                 self.channels.delete(channel);
                 return r;
+            });
+        }
+
+        /**
+         * {"op":"whoami"}: resolves to {client_id, uid} (uid once logged in);
+         * client_id is what a backend passes to POST /v1/mesh/send. A new
+         * connection (after a reconnect) has a new id.
+         */
+        whoami() {
+            return this._userRequest({ op: "whoami" }).then(function (r) {
+                return r.result;
             });
         }
 

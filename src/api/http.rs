@@ -48,6 +48,7 @@ fn route(path: &str) -> Option<(Role, Method)> {
         "/metrics" => Some((Role::Read, Method::GET)),
         "/v1/mesh/nodes" => Some((Role::Read, Method::GET)),
         "/console" | "/v1/stats" => Some((Role::Read, Method::GET)),
+        "/v1/connections" => Some((Role::Read, Method::GET)), // newcomer: lookup.rs
         _ => None,
     }
 }
@@ -95,6 +96,7 @@ pub async fn handle(
             serde_json::json!({"self": state.mesh.hub.node(), "nodes": state.mesh.nodes()}),
         ))),
         "/console" | "/v1/stats" => super::web::serve(&state, &path),
+        "/v1/connections" => json_response(&super::lookup::lookup(&state, req.uri().query())),
         "/metrics" => {
             let m = &state.mesh.metrics;
             m.channels.set(state.mesh.hub.channel_count() as i64);

@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod http;
+pub mod lookup;
 pub mod ops;
 pub mod response;
 pub mod stall;

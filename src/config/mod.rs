@@ -1,18 +1,20 @@
 //! `connmix.yaml`: the types, their defaults and their validation.
 //!
-//! This module owns the file format of CONTRACT section 2 and nothing else: it
+//! This module owns the file format of docs/config.md and nothing else: it
 //! reads a file, reports unknown keys as warnings, and turns a wrong type or a
 //! missing required value into a [`ConfigError`] that names the file and the
 //! key's path (`engine.servers[0].port`). It never starts anything. The
 //! checks serde cannot express (ranges, names, clashes) are in [`validate`].
 
+mod locate;
 mod validate;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-/// Why a configuration could not be used. The message always names the file
-/// and, where there is one, the key.
+/// Why a configuration could not be used. Every problem prints as one line,
+/// `FILE: KEY: problem (line L, column C)` (the position when the key is in
+/// the file), and `connmix` exits with [`ConfigError::EXIT_CODE`].
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
@@ -20,12 +22,37 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
-    #[error("{file}: {path}: {message}")]
+    #[error("{file}: {key}: {message}{}", position(*.at))]
     Invalid {
         file: String,
-        path: String,
+        key: String,
         message: String,
+        /// Line and column (1-based) of the key in the file.
+        at: Option<(usize, usize)>,
     },
+}
+
+fn position(at: Option<(usize, usize)>) -> String {
+    at.map(|(l, c)| format!(" (line {l}, column {c})"))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    /// The exit status of `connmix` for every configuration problem (an
+    /// entry script that cannot be read or compiled included).
+    pub const EXIT_CODE: u8 = 2;
+
+    /// A problem with `key` of `file`, placed at the key's line when the
+    /// file has it (re-read here: errors are rare, files are small).
+    pub fn at_key(file: &Path, key: &str, message: String) -> ConfigError {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        ConfigError::Invalid {
+            file: file.display().to_string(),
+            key: key.to_string(),
+            message,
+            at: locate::locate(&text, key),
+        }
+    }
 }
 
 /// The whole file.
@@ -422,11 +449,22 @@ impl Config {
     /// resolving relative entry paths.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         let fname = file.display().to_string();
-        let invalid = |path: String, message: String| ConfigError::Invalid {
-            file: fname.clone(),
-            path,
-            message,
-        };
+        let invalid =
+            |key: String, message: String, at: Option<(usize, usize)>| ConfigError::Invalid {
+                file: fname.clone(),
+                key,
+                message,
+                at,
+            };
+        // Syntax first: the parser knows only a position, so the key is the
+        // block around it.
+        if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+            let at = e.location().map(|l| (l.line(), l.column()));
+            let key = at
+                .and_then(|(l, c)| locate::key_at(text, l, c))
+                .unwrap_or_else(|| "(top level)".into());
+            return Err(invalid(key, syntax_message(&e.to_string()), at));
+        }
         let mut unknown = Vec::new();
         let mut config: Config = if text.trim().is_empty() {
             Config::default()
@@ -435,15 +473,28 @@ impl Config {
             let mut track = |p: serde_ignored::Path| unknown.push(p.to_string());
             let de = serde_ignored::Deserializer::new(de, &mut track);
             serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = display_path(&e.path().to_string());
-                let msg = e.inner().to_string();
-                // serde_yaml appends " at line N column M"; keep it, it helps.
-                invalid(path, msg)
+                let mut key = display_path(&e.path().to_string());
+                let at = e.inner().location().map(|l| (l.line(), l.column()));
+                let mut message = bare_message(&e.inner().to_string());
+                if let Some(field) = message
+                    .strip_prefix("missing field `")
+                    .and_then(|m| m.strip_suffix('`'))
+                {
+                    key = if key == "(top level)" {
+                        field.to_string()
+                    } else {
+                        format!("{key}.{field}")
+                    };
+                    message = "required, but missing".into();
+                }
+                invalid(key, message, at)
             })?
         };
         config.source = file.to_path_buf();
         config.unknown_keys = unknown.iter().map(|p| display_path(p)).collect();
-        config.validate().map_err(|(p, m)| invalid(p, m))?;
+        config
+            .validate()
+            .map_err(|(k, m)| invalid(k.clone(), m, locate::locate(text, &k)))?;
         Ok(config)
     }
 
@@ -469,6 +520,36 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(2)
         }
+    }
+}
+
+/// serde_yaml's message without the key path it prefixes (the error names
+/// the key already) and without its " at line N column M" suffix (the
+/// position is printed in the common format).
+fn bare_message(m: &str) -> String {
+    let m = match m.rfind(" at line ") {
+        Some(i) if m[i + 9..].contains(" column ") => &m[..i],
+        _ => m,
+    };
+    // "engine.servers[0].port: invalid type ..." -> "invalid type ..."
+    match m.split_once(": ") {
+        Some((head, tail)) if !head.contains(' ') && !head.is_empty() => tail.to_string(),
+        _ => m.to_string(),
+    }
+}
+
+/// A YAML syntax error's message: the parser's words without positions
+/// (printed in the common format), with a hint for the usual cause.
+fn syntax_message(m: &str) -> String {
+    let first = m.split(", while ").next().unwrap_or(m);
+    let first = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    if first.contains("did not find expected") || first.contains("mapping values are not allowed") {
+        format!("YAML syntax: {first} (check the indentation of this line)")
+    } else {
+        format!("YAML syntax: {first}")
     }
 }
 

@@ -432,7 +432,7 @@ fn report_error_at(
         .or(stopped_at)
         .unwrap_or_else(|| script.to_string());
     // "runtime error: file:12: boom" -> "boom"
-    let first = text.lines().next().unwrap_or("");
+    let first = &first_reason(&text);
     let first = first.strip_prefix("runtime error: ").unwrap_or(first);
     let message = first
         .strip_prefix(&format!("{location}: "))
@@ -454,6 +454,22 @@ fn report_error_at(
             location,
             message: message.to_string(),
         });
+}
+
+/// The first line of an error, joined with its continuation when Lua puts
+/// the reason on the next line ("error loading module 'm' from file
+/// 'm.lua':\n\tm.lua:3: '=' expected"), so a broken module is logged with
+/// its file, line and reason.
+fn first_reason(text: &str) -> String {
+    let mut lines = text.lines();
+    let mut first = lines.next().unwrap_or("").to_string();
+    if first.ends_with(':')
+        && let Some(next) = lines.next().filter(|l| l.starts_with(['\t', ' ']))
+    {
+        first.push(' ');
+        first.push_str(next.trim());
+    }
+    first
 }
 
 /// Finds `file:line` of the script (or any Lua file) in an error's text.

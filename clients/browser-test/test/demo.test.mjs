@@ -45,6 +45,10 @@ test("demo page: connect, receive pushes, survive a server-side drop", async () 
     assert.match(await page.textContent("#status"), /user 1001, subscribed to @user/);
     const first = await auth.nthClient(1);
 
+    // The page shows this connection's id (step 5 of the README) and how to send to it.
+    await page.waitForFunction((want) => document.getElementById("client-id").textContent === want, String(first));
+    assert.ok((await page.textContent("#curl-send")).includes(`"c":"${first}"`));
+
     const curl = await page.textContent("#curl");
     assert.ok(curl.includes(`curl -XPOST ${gw.api("/v1/mesh/publish")} -u USER:PASSWORD`), curl);
     assert.ok(curl.includes('"c":"user:1001"'), curl);
@@ -69,6 +73,7 @@ test("demo page: connect, receive pushes, survive a server-side drop", async () 
     const second = await auth.nthClient(2);
     assert.equal(auth.authBodies.length, 0, "the JWT was verified locally, auth_url never asked");
     assert.notEqual(second, first, "a new connection");
+    await page.waitForFunction((want) => document.getElementById("client-id").textContent === want, String(second));
     const events = await page.textContent("#events");
     assert.match(events, /connection closed \(code 1000/);
     assert.match(events, /reconnecting in \d+ ms \(attempt 1\)/);

@@ -78,6 +78,23 @@ describe("live gateway", () => {
         assert.equal(env2.r.s, 0);
     });
 
+    test("whoami names the connection; a send to that id reaches it", async () => {
+        const c = client();
+        const rec = recorder(c);
+        await c.connect();
+        assert.deepEqual(Object.keys(await c.whoami()), ["client_id"], "no uid before auth");
+        await c.auth("tok1001");
+        const me = await c.whoami();
+        assert.equal(me.uid, 1001);
+        assert.match(me.client_id, /^\d+$/);
+        const r = await fetch(gw.api("/v1/mesh/send"), {
+            method: "POST",
+            body: JSON.stringify({ c: me.client_id, d: "just you" }),
+        });
+        assert.deepEqual(await r.json(), { E: null, r: { s: true } });
+        assert.equal((await rec.next("message")).b, "just you");
+    });
+
     test("a token in the options authenticates on connect", async () => {
         const c = client({ token: "tok1002" });
         await c.connect();
