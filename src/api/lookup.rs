@@ -15,7 +15,8 @@
 
 use super::ApiState;
 use super::ops::{ApiError, envelope};
-use crate::hub::{Client, node_of, parse_client_id};
+use crate::client_id::{node_of, parse_client_id};
+use crate::hub::Client;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
