@@ -1,4 +1,4 @@
-//! The operations of CONTRACT sections 4 and 5: publish, send, conn.call,
+//! The operations of `docs/http-api.md` and `docs/websocket-api.md`: publish, send, conn.call,
 //! subscribe and unsubscribe, whichever door (HTTP API, WebSocket API, Lua)
 //! they come through.
 //!

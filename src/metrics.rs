@@ -1,4 +1,4 @@
-//! Prometheus metrics: the names of CONTRACT section 6 plus our own.
+//! Prometheus metrics: the names of `docs/metrics.md`.
 //!
 //! One [`Metrics`] per gateway, created at start and shared by reference.
 //! Label values are resolved once here so the hot path only does an atomic

@@ -1,4 +1,4 @@
-//! The HTTP API (CONTRACT section 4) through real requests: publish and send,
+//! The HTTP API (`docs/http-api.md`) through real requests: publish and send,
 //! text and binary, and every documented answer to bad input.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The `mix` and `conn` Lua API of CONTRACT section 3, exercised from real
+//! The `mix` and `conn` Lua API of `docs/lua-api.md`, exercised from real
 //! connections through the probe script (each frame is run as Lua in the
 //! connection's environment).
 

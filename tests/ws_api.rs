@@ -1,4 +1,4 @@
-//! The WebSocket API (`/ws/v1`, CONTRACT section 5) against live client
+//! The WebSocket API (`/ws/v1`, `docs/websocket-api.md`) against live client
 //! connections: every method with its result and error codes, id echo,
 //! `ping`, malformed requests, and many requests in flight at once.
 

@@ -1,4 +1,4 @@
-//! HTTP routing of the API port: CONTRACT section 4 (`/v1/mesh/publish`,
+//! HTTP routing of the API port: `docs/http-api.md` (`/v1/mesh/publish`,
 //! `/v1/mesh/send`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
 //! each behind [`super::access`]; the web pages (`/demo`, `/console`,
 //! `/v1/stats`, ...) are [`super::web`]'s.

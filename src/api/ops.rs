@@ -1,6 +1,6 @@
 //! The API operations with their parameter checking, shared by the HTTP API
 //! and the WebSocket API: each takes the request's JSON parameters and
-//! returns the `r` object or an [`ApiError`] with its CONTRACT code.
+//! returns the `r` object or an [`ApiError`] with its documented code (`docs/http-api.md`).
 
 use crate::client_id::parse_client_id;
 use crate::frame::{FrameType, frame};
@@ -9,7 +9,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-/// Error codes of CONTRACT sections 4 and 5.
+/// Error codes of `docs/http-api.md` and `docs/websocket-api.md`.
 pub mod code {
     pub const INVALID_ARGUMENT: u32 = 101;
     pub const CONSUME_FAILED: u32 = 201;

@@ -1,4 +1,4 @@
-//! The WebSocket API at `/ws/v1` (CONTRACT section 5): JSON requests
+//! The WebSocket API at `/ws/v1` (`docs/websocket-api.md`): JSON requests
 //! `{"m", "p", "i"}` answered `{"E", "r", "i"}`, many in flight at once on
 //! one connection, and `queue.pop` events pushed to a consumer.
 //!

@@ -1,6 +1,6 @@
 //! The connection as Lua sees it: [`ConnLocal`] (worker-local state: the
 //! environment, the context table) and the `conn` userdata with the methods
-//! of CONTRACT section 3.
+//! of the Lua API (`docs/lua-api.md`).
 //!
 //! The userdata holds only a weak reference, so a script that keeps a `conn`
 //! after it closed gets an error value instead of keeping the connection's

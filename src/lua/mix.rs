@@ -1,4 +1,4 @@
-//! The `mix` global: the utility functions of CONTRACT section 3 (JSON,
+//! The `mix` global: the utility functions of `docs/lua-api.md` (JSON,
 //! base64, string and URL helpers, hashes, logging, server options,
 //! `mix.websocket()`), plus the wiring of the sub-modules that live in their
 //! own files (`mix.http`, `mix.mesh`).
