@@ -6,6 +6,7 @@
 pub mod access;
 pub mod http;
 pub mod ops;
+pub mod origin;
 pub mod web;
 pub mod ws;
 

@@ -169,6 +169,10 @@ pub struct ApiServerConfig {
     pub write_timeout: u64,
     /// Largest request body accepted, in bytes; bigger gets HTTP 413.
     pub max_body_size: usize,
+    /// Browser origins (besides the API's own) whose requests the API and
+    /// `/ws/v1` accept, e.g. `https://ops.example.com`; `*` globs; requests
+    /// without `Origin` are always accepted (see `api/origin.rs`).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ApiServerConfig {
@@ -179,6 +183,7 @@ impl Default for ApiServerConfig {
             read_timeout: 60,
             write_timeout: 60,
             max_body_size: 1 << 20,
+            allowed_origins: Vec::new(),
         }
     }
 }
