@@ -9,7 +9,11 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PATHS: [&str; 2] = ["/v1/mesh/publish", "/v1/mesh/send"];
-const TYPES: [&str; 3] = ["application/json", "text/plain", "application/x-www-form-urlencoded"];
+const TYPES: [&str; 3] = [
+    "application/json",
+    "text/plain",
+    "application/x-www-form-urlencoded",
+];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, body)) = data.split_first() else {
