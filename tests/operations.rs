@@ -49,8 +49,8 @@ async fn access_roles_hosts_and_live_edits() {
     );
     assert_eq!(
         status(publish().basic_auth("remote", Some("pw"))).await.0,
-        403,
-        "host"
+        401,
+        "host: the same answer as a wrong password"
     );
     assert_eq!(
         status(publish().basic_auth("admin", Some("pw"))).await.0,

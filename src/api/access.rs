@@ -1,6 +1,11 @@
 //! API access control from `access.users`: HTTP Basic credentials, a role
 //! per route (`read` or `write`), and a host glob on the peer's IP.
 //!
+//! A wrong password and a wrong host get the same answer (401), so a
+//! host-restricted user's password cannot be confirmed from elsewhere; only
+//! a user who passed both checks learns that a role is missing (403). The
+//! password is compared in constant time.
+//!
 //! The user list can be replaced while running (config reload). With no
 //! users configured every request is allowed.
 
@@ -30,9 +35,10 @@ impl Role {
 /// Why a request was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Denied {
-    /// No or wrong credentials: 401 with `WWW-Authenticate`.
+    /// No credentials, wrong credentials, or right credentials from a host
+    /// the user may not connect from: 401 with `WWW-Authenticate`.
     Unauthenticated,
-    /// Known user, but not from this host or without the role: 403.
+    /// Authenticated user without the route's role: 403.
     Forbidden(String),
 }
 
@@ -65,20 +71,24 @@ impl Access {
             return Ok(());
         }
         let (name, password) = basic_credentials(headers).ok_or(Denied::Unauthenticated)?;
-        let user = users
-            .iter()
-            .find(|u| u.username == name && u.password == password)
-            .ok_or(Denied::Unauthenticated)?;
         let ip = match peer {
             IpAddr::V6(v6) => v6.to_canonical(),
             v4 => v4,
-        };
-        if !glob_match(&user.host, &ip.to_string()) {
-            return Err(Denied::Forbidden(format!(
-                "user {} may not connect from {ip}",
-                user.username
-            )));
         }
+        .to_string();
+        // Both checks run for every entry of that name: the answer and its
+        // timing do not tell a wrong host from a wrong password.
+        let mut found = None;
+        for u in users.iter().filter(|u| u.username == name) {
+            let password_ok = same_secret(u.password.as_bytes(), password.as_bytes());
+            let host_ok = glob_match(&u.host, &ip);
+            if password_ok && host_ok && found.is_none() {
+                found = Some(u);
+            } else if password_ok && !host_ok {
+                tracing::info!("api: user {name} refused: may not connect from {ip}");
+            }
+        }
+        let user = found.ok_or(Denied::Unauthenticated)?;
         if !user.roles.iter().any(|r| r == need.name()) {
             return Err(Denied::Forbidden(format!(
                 "user {} lacks the {} role",
@@ -88,6 +98,15 @@ impl Access {
         }
         Ok(())
     }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        diff |= usize::from(x ^ b.get(i).copied().unwrap_or(!x));
+    }
+    diff == 0
 }
 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
@@ -169,16 +188,25 @@ mod tests {
             a.check(&good, local, Role::Write),
             Err(Denied::Forbidden(_))
         ));
-        assert!(matches!(
+        // Right password from the wrong host: the same answer as a wrong one.
+        assert_eq!(
             a.check(&good, "10.1.1.1".parse().unwrap(), Role::Read),
-            Err(Denied::Forbidden(_))
-        ));
+            Err(Denied::Unauthenticated)
+        );
         assert_eq!(
             a.check(&HeaderMap::new(), local, Role::Read),
             Err(Denied::Unauthenticated)
         );
         assert_eq!(
             a.check(&auth("Basic dTp4"), local, Role::Read),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            a.check(&auth("Basic dTpwcA=="), local, Role::Read), // u:pp
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(
+            a.check(&auth("Basic dTo="), local, Role::Read), // u:
             Err(Denied::Unauthenticated)
         );
         a.replace(vec![]);

@@ -81,6 +81,10 @@ pub async fn handle(
     if let Some(r) = super::web::public(&state, &req) {
         return r;
     }
+    // Browser pages from foreign origins stop here (security: api/origin.rs).
+    if let Some(r) = super::origin::refuse(&state, &req) {
+        return r;
+    }
     let Some((role, method)) = route(&path) else {
         return not_found();
     };
@@ -95,7 +99,7 @@ pub async fn handle(
         "/v1/mesh/nodes" => json_response(&ops::envelope(&Ok(
             serde_json::json!({"self": state.mesh.hub.node(), "nodes": state.mesh.nodes()}),
         ))),
-        "/console" | "/v1/stats" => super::web::serve(&state, &path),
+        "/console" | "/v1/stats" => super::web::serve(&state, &path, req.headers(), peer.ip()),
         "/v1/connections" => json_response(&super::lookup::lookup(&state, req.uri().query())),
         "/metrics" => {
             let m = &state.mesh.metrics;

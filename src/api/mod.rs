@@ -12,6 +12,7 @@ pub mod access;
 pub mod http;
 pub mod lookup;
 pub mod ops;
+pub mod origin;
 pub mod response;
 pub mod stall;
 pub mod web;

@@ -10,11 +10,17 @@
 //!
 //! Role `read` (routed by [`super::http`]):
 //! - `GET /console`: the operator console;
-//! - `GET /v1/stats`: the numbers the console polls every second.
+//! - `GET /v1/stats`: the numbers the console polls every second. The text
+//!   of recent Lua errors (which can carry whatever a script put in them:
+//!   tokens, backend answers) is shown only to a user with the `write` role
+//!   (everyone when `access.users` is empty); for read-only users each
+//!   entry keeps its time, hook, client and location, with `message: null`
+//!   and `redacted: true`.
 
 use super::ApiState;
+use super::access::Role;
 use super::response::{Body, respond};
-use hyper::{Method, Request, Response, StatusCode, header};
+use hyper::{HeaderMap, Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use std::net::IpAddr;
 
@@ -50,11 +56,15 @@ pub fn public<B>(state: &ApiState, req: &Request<B>) -> Option<Response<Body>> {
     })
 }
 
-/// Serves the `read` paths `/console` and `/v1/stats` (access already checked).
-pub fn serve(state: &ApiState, path: &str) -> Response<Body> {
+/// Serves the `read` paths `/console` and `/v1/stats` (access already
+/// checked); `headers` and `peer` decide whether Lua error text is shown.
+pub fn serve(state: &ApiState, path: &str, headers: &HeaderMap, peer: IpAddr) -> Response<Body> {
     match path {
         "/console" => page("text/html; charset=utf-8", CONSOLE_HTML),
-        _ => json(&stats(state)),
+        _ => {
+            let show_errors = state.access.check(headers, peer, Role::Write).is_ok();
+            json(&stats(state, show_errors))
+        }
     }
 }
 
@@ -130,8 +140,8 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// What the console shows; counters are totals since start (the console
-/// turns them into rates).
-fn stats(state: &ApiState) -> Value {
+/// turns them into rates). `show_errors`: include Lua error text.
+fn stats(state: &ApiState, show_errors: bool) -> Value {
     let hub = &state.mesh.hub;
     let m = &state.mesh.metrics;
     let clients = hub.client_count();
@@ -167,6 +177,13 @@ fn stats(state: &ApiState) -> Value {
         "lua_errors": m.lua_errors.get(),
         "slow_clients_closed": m.slow_clients_closed.get(),
         "top_channels": top,
-        "recent_lua_errors": m.recent_lua_errors(),
+        "recent_lua_errors": m.recent_lua_errors().into_iter().map(|e| {
+            let mut v = json!(e);
+            if !show_errors {
+                v["message"] = Value::Null;
+                v["redacted"] = Value::Bool(true);
+            }
+            v
+        }).collect::<Vec<_>>(),
     })
 }

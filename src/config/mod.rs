@@ -202,6 +202,10 @@ pub struct ApiServerConfig {
     /// `/ws/v1` requests one connection may have in flight; at the bound the
     /// gateway stops reading from that socket until one is answered.
     pub ws_max_in_flight: usize,
+    /// Browser origins (besides the API's own) whose requests the API and
+    /// `/ws/v1` accept, e.g. `https://ops.example.com`; `*` globs; requests
+    /// without `Origin` are always accepted (see `api/origin.rs`).
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ApiServerConfig {
@@ -213,6 +217,7 @@ impl Default for ApiServerConfig {
             write_timeout: 60,
             max_body_size: 1 << 20,
             ws_max_in_flight: 64,
+            allowed_origins: Vec::new(),
         }
     }
 }

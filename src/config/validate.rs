@@ -129,6 +129,21 @@ impl Config {
                 "must be 0 (no limit) or at least 1048576 bytes (1 MiB)".into(),
             ));
         }
+        for (i, o) in self.engine.api_server.allowed_origins.iter().enumerate() {
+            let o = o.trim();
+            let bare = o.split_once("://").map(|(_, rest)| rest);
+            if o != "*"
+                && o != "null"
+                && !bare.is_some_and(|b| !b.is_empty() && !b.trim_end_matches('/').contains('/'))
+            {
+                return Err((
+                    format!("engine.apiServer.allowedOrigins[{i}]"),
+                    format!(
+                        "{o:?} is not an origin; write scheme://host[:port] (e.g. https://ops.example.com), or * for any"
+                    ),
+                ));
+            }
+        }
         for (i, r) in self.engine.luavm.redis.iter().enumerate() {
             let key = |k: &str| format!("engine.luavm.redis[{i}].{k}");
             if r.name.trim().is_empty() {
