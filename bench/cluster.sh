@@ -5,6 +5,10 @@
 #
 #   bench/cluster.sh            N=10000 subscribers, 10 s phases
 #   N=2000 bench/cluster.sh     smaller
+#   CONNMIX_BIN=path bench/cluster.sh   measure that gateway binary (A/B runs)
+#
+# Two nodes: broadcast, round trip, personal push (publishes to node A, users
+# on both nodes) and idle memory per connection of a cluster node.
 #
 # Starts its own redis-server on a free port (the broker), the nodes from
 # bench/connmix.bench.yaml with an engine.cluster section added, and stops
@@ -14,12 +18,17 @@ cd "$(dirname "$0")"
 N=${N:-10000}
 DURATION=${DURATION:-10}
 TARGET_DIR=${CARGO_TARGET_DIR:-../target}
-OUT=results/cluster-$(date +%Y%m%d-%H%M%S)
+OUT=${OUT:-results/cluster-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
 
-(cd .. && cargo build --release -q -p connmix -p connmix-bench)
-GW="$TARGET_DIR/release/connmix"
+if [ -n "${CONNMIX_BIN:-}" ]; then
+    (cd .. && cargo build --release -q -p connmix-bench)
+    GW="$CONNMIX_BIN"
+else
+    (cd .. && cargo build --release -q -p connmix -p connmix-bench)
+    GW="$TARGET_DIR/release/connmix"
+fi
 BENCH="$TARGET_DIR/release/connmix-bench"
 
 pids=()
@@ -68,4 +77,12 @@ for n in 100 "$N"; do
     "$BENCH" rtt --target connmix -n "$n" --procs 2 --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat \
         --api http://127.0.0.1:6789 --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
 done
+"$BENCH" personal --target connmix -n "$N" --server-pid "$A" --duration "$DURATION" --procs 2 \
+    --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat --api http://127.0.0.1:6789 \
+    --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+# Idle memory of a cluster node: every client on node A (its RSS is measured),
+# on the bench server (port 6791) whose script also joins `group:<uid % 100>`.
+"$BENCH" idle --target connmix -n "$N" --server-pid "$A" --procs 2 \
+    --ws ws://127.0.0.1:6791/chat --api http://127.0.0.1:6789 \
+    --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
 echo "results in bench/$OUT"

@@ -14,9 +14,10 @@ cd "$(dirname "$0")/.."
 chromium="${CHROMIUM:-/usr/bin/chromium}"
 if [[ ! -x "$chromium" ]]; then
     echo "browser-test.sh: installing chromium" >&2
-    (apt-get install -y chromium >/dev/null 2>&1 ||
-        (apt-get update >/dev/null 2>&1 && apt-get install -y chromium >/dev/null 2>&1)) ||
-        { echo "browser-test.sh: cannot install chromium" >&2; exit 1; }
+    (apt-get install -y chromium ||
+        (echo "browser-test.sh: apt-get install failed; running apt-get update first" >&2 &&
+            apt-get update && apt-get install -y chromium)) ||
+        { echo "browser-test.sh: cannot install chromium (see apt-get's output above)" >&2; exit 1; }
 fi
 command -v node >/dev/null || { echo "browser-test.sh: node (20+) is required" >&2; exit 1; }
 

@@ -171,7 +171,11 @@ impl Gateway {
         tracing::info!("api server on http://{api_addr}");
         let shutdown_timeout = Duration::from_secs(config.engine.shutdown_timeout.max(1));
         let access = Arc::new(api::access::Access::new(config.access.users.clone()));
-        if access.is_open() {
+        if access.is_open() && api_addr.ip().is_loopback() {
+            tracing::info!(
+                "access.users is empty: the API on {api_addr} is open to processes on this machine"
+            );
+        } else if access.is_open() {
             tracing::warn!(
                 "access.users is empty: the API on {api_addr} is open to anyone who can reach it"
             );

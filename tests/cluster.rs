@@ -316,12 +316,7 @@ async fn queues_and_conn_call_work_across_nodes() {
 async fn wait_no_series(gw: &Gateway, series: &str) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
-        let text = reqwest::get(gw.api("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.metrics_text().await;
         if !text.lines().any(|l| l.starts_with(series)) {
             return;
         }

@@ -17,12 +17,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// The value of the first `/metrics` line that starts with `name` and
 /// contains every one of `labels` (0 if none).
 async fn metric_with(gw: &Gateway, name: &str, labels: &[&str]) -> f64 {
-    let text = reqwest::get(gw.api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     text.lines()
         .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
         .find_map(|l| l.rsplit(' ').next()?.parse().ok())

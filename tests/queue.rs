@@ -109,12 +109,7 @@ async fn two_consumers_share_a_topic_without_duplicates_or_losses() {
     assert_eq!(unique, (1..=40).collect(), "none lost");
     eprintln!("consumer a got {from_a}, b got {from_b}");
     // Nothing is left for anyone, and the emptied topic leaves no series.
-    let text = reqwest::get(gw.api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     assert!(
         !text.contains("connmix_queue_depth{topic=\"chat\"}"),
         "an emptied topic keeps its depth series:\n{text}"

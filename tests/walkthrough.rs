@@ -320,12 +320,7 @@ async fn a_fresh_node_exports_every_documented_metric() {
     assert!(documented.len() >= 15, "{documented:?}");
 
     let gw = Gateway::start(vec![probe("/p", "")]).await;
-    let text = reqwest::get(gw.api("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gw.metrics_text().await;
     for name in &documented {
         assert!(
             text.contains(&format!("# TYPE {name} ")),

@@ -406,14 +406,19 @@ pub fn rss_bytes(pid: u32) -> u64 {
 }
 
 impl Gateway {
-    /// The value of a metric line (`name{labels}`) from `/metrics`, 0 if absent.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(self.api("/metrics"))
+    /// The whole `/metrics` page.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.api("/metrics"))
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The value of a metric line (`name{labels}`) from `/metrics`, 0 if absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|l| !l.starts_with('#'))
             .find(|l| l.split(' ').next() == Some(name))
