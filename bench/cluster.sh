@@ -7,8 +7,9 @@
 #   N=2000 bench/cluster.sh     smaller
 #   CONNMIX_BIN=path bench/cluster.sh   measure that gateway binary (A/B runs)
 #
-# Two nodes: broadcast, round trip, personal push (publishes to node A, users
-# on both nodes) and idle memory per connection of a cluster node.
+# Two nodes: broadcast, round trip and personal push (publishes to node A,
+# users on both nodes). Idle memory per connection is bench/run.sh's (a
+# cluster node holds nothing more per connection, only per channel).
 #
 # Starts its own redis-server on a free port (the broker), the nodes from
 # bench/connmix.bench.yaml with an engine.cluster section added, and stops
@@ -79,10 +80,5 @@ for n in 100 "$N"; do
 done
 "$BENCH" personal --target connmix -n "$N" --server-pid "$A" --duration "$DURATION" --procs 2 \
     --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat --api http://127.0.0.1:6789 \
-    --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
-# Idle memory of a cluster node: every client on node A (its RSS is measured),
-# on the bench server (port 6791) whose script also joins `group:<uid % 100>`.
-"$BENCH" idle --target connmix -n "$N" --server-pid "$A" --procs 2 \
-    --ws ws://127.0.0.1:6791/chat --api http://127.0.0.1:6789 \
     --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
 echo "results in bench/$OUT"
