@@ -135,21 +135,20 @@ async fn churn_leaves_no_redis_subscriptions() {
         }
     }
     drop(clients);
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    let redis = &redis;
+    common::eventually(|| async move {
         let chans: Vec<String> = redis.query(&["PUBSUB", "CHANNELS", "t2:ch:*"]).await;
         let keys: Vec<String> = redis.query(&["KEYS", "t2:chnodes:*"]).await;
         if chans.is_empty() && keys.is_empty() {
-            break;
+            return Ok(());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
+        Err(format!(
             "left behind: {} subscriptions, {} registrations",
             chans.len(),
             keys.len()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+        ))
+    })
+    .await;
     // Each node still listens on its own channel.
     let own: Vec<String> = redis.query(&["PUBSUB", "CHANNELS", "t2:node:*"]).await;
     assert_eq!(own.len(), 3);
@@ -314,18 +313,14 @@ async fn queues_and_conn_call_work_across_nodes() {
 
 /// Waits until `/metrics` of `gw` has no line for `series`.
 async fn wait_no_series(gw: &Gateway, series: &str) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    common::eventually(|| async move {
         let text = gw.metrics_text().await;
-        if !text.lines().any(|l| l.starts_with(series)) {
-            return;
+        match text.lines().any(|l| l.starts_with(series)) {
+            false => Ok(()),
+            true => Err(format!("{series} still listed")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{series} still listed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,6 @@ mod common;
 
 use common::*;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// A cluster node whose Lua hooks may run long (debug builds on a loaded
 /// 2-core machine run the churn loops slowly).
@@ -41,31 +40,29 @@ async fn numsub(redis: &RedisServer, prefix: &str, channels: &[String]) -> HashM
 /// nodes; fails with the channels that differ.
 async fn wait_numsub(redis: &RedisServer, prefix: &str, want: &HashMap<String, i64>) {
     let channels: Vec<String> = want.keys().cloned().collect();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let have = numsub(redis, prefix, &channels).await;
+    let channels = &channels;
+    common::eventually(|| async move {
+        let have = numsub(redis, prefix, channels).await;
         let wrong: Vec<_> = want
             .iter()
             .filter(|(c, n)| have[*c] != **n)
             .map(|(c, n)| format!("{c}: {} (want {n})", have[c]))
             .collect();
         if wrong.is_empty() {
-            return;
+            return Ok(());
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
+        Err(format!(
             "{} channels wrong in Redis: {:?}",
             wrong.len(),
             &wrong[..wrong.len().min(10)]
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ))
+    })
+    .await
 }
 
 /// Waits until node `gw` lists itself with exactly `n` client connections.
 async fn wait_clients(gw: &Gateway, n: u64) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    common::eventually(|| async move {
         let text = reqwest::get(gw.api("/v1/mesh/nodes"))
             .await
             .unwrap()
@@ -76,15 +73,12 @@ async fn wait_clients(gw: &Gateway, n: u64) {
         let me = v["r"]["nodes"]
             .as_array()
             .and_then(|all| all.iter().find(|x| x["n"] == v["r"]["self"]).cloned());
-        if me.as_ref().and_then(|x| x["clients"].as_u64()) == Some(n) {
-            return;
+        match me.as_ref().and_then(|x| x["clients"].as_u64()) == Some(n) {
+            true => Ok(()),
+            false => Err(format!("clients never became {n}: {v}")),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "clients never became {n}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Publishes `text` on `ch` through node `from` until it is reported

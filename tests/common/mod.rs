@@ -36,6 +36,24 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// Upper bound for any single wait; only a broken gateway hits it.
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
+/// Asks `check` again until it answers `Ok` (what a user would see has
+/// happened) and returns that; fails with its last `Err` after [`DEADLINE`].
+/// The only poll interval of the harness lives here.
+pub async fn eventually<T, F, Fut>(mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(why) => assert!(tokio::time::Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The repository's folder (for shipped scripts).
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
