@@ -177,17 +177,22 @@ async fn five_thousand_ws_api_publishes_arrive_in_order() {
     }
 }
 
+/// A TCP connection to the API port with a tiny receive buffer, so a client
+/// that never reads pushes back on the gateway quickly.
+async fn api_socket_small_buffer(gw: &Gateway) -> tokio::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(format!("127.0.0.1:{}", gw.api_port).parse().unwrap())
+        .await
+        .unwrap()
+}
+
 /// Connects to `/ws/v1` with a tiny receive buffer, so a backend that never
 /// reads pushes back on the gateway quickly.
 async fn api_small_buffer(
     gw: &Gateway,
 ) -> tokio_tungstenite::WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>> {
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock
-        .connect(format!("127.0.0.1:{}", gw.api_port).parse().unwrap())
-        .await
-        .unwrap();
+    let stream = api_socket_small_buffer(gw).await;
     let url = format!("ws://127.0.0.1:{}/ws/v1", gw.api_port);
     let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
         .await
@@ -326,12 +331,7 @@ async fn a_15_mb_ws_api_frame_is_refused_with_1009_and_nothing_else_is_disturbed
 async fn a_never_reading_http_client_is_closed_after_write_timeout() {
     const PIPELINED: usize = 3000;
     let gw = Gateway::start_with(vec![probe("/p", "")], "apiServer.writeTimeout: 1", "").await;
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock
-        .connect(format!("127.0.0.1:{}", gw.api_port).parse().unwrap())
-        .await
-        .unwrap();
+    let stream = api_socket_small_buffer(&gw).await;
     let (mut rd, mut wr) = stream.into_split();
     // 3,000 pipelined requests for the 19 KB client library: 57 MB of
     // answers that this client never reads.
