@@ -242,8 +242,10 @@ impl RedisBroker {
 
     /// Handles one message that arrived on a subscribed Redis channel.
     pub fn handle(self: &Arc<Self>, redis_channel: &str, payload: Bytes) {
-        let qn = format!("{}:qn:", self.names.prefix);
-        if let Some(topic) = redis_channel.strip_prefix(qn.as_str()) {
+        let topic = redis_channel
+            .strip_prefix(self.names.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix(":qn:"));
+        if let Some(topic) = topic {
             if let Some(wake) = self.topic_waker.get() {
                 wake(topic);
             }
