@@ -13,8 +13,10 @@
 //! worker and a "first join" on another reach the broker in the order the
 //! hub saw them.
 
+use crate::broker::history::{History, HistoryError, Page, Position};
 use crate::broker::{BoxFuture, Broker, BrokerError, Local, LocalError, NodeInfo};
 use crate::client_id::{ClientId, node_of};
+use crate::config::{HistoryConfig, policy_for};
 use crate::hub::{Client, Delivery, Hub, SubscribeError};
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound, PushError};
@@ -65,6 +67,9 @@ pub struct Mesh {
     pub queues: Arc<Queues>,
     /// The link to other nodes (whichever engine runs).
     broker: Arc<dyn Broker>,
+    /// Channel history (`engine.history`), of the broker's kind.
+    history: Arc<dyn History>,
+    history_policies: Vec<HistoryConfig>,
     sub_locks: Box<[Mutex<()>]>,
     #[cfg(test)]
     pause: std::sync::OnceLock<Box<dyn Fn(tests::Point) + Send + Sync>>,
@@ -76,11 +81,14 @@ impl Mesh {
         metrics: Arc<Metrics>,
         queues: Arc<Queues>,
         broker: Arc<dyn Broker>,
+        history_policies: Vec<HistoryConfig>,
     ) -> Self {
         Self {
             hub,
             metrics,
             queues,
+            history: broker.clone().history(&history_policies),
+            history_policies,
             broker,
             sub_locks: (0..SUB_LOCKS).map(|_| Mutex::new(())).collect(),
             #[cfg(test)]
@@ -122,6 +130,27 @@ impl Mesh {
             missing: remote.missing,
             error: remote.error,
         }
+    }
+
+    /// The `engine.history` entry that applies to `ch`, if any.
+    pub fn history_policy(&self, ch: &str) -> Option<&HistoryConfig> {
+        policy_for(&self.history_policies, ch)
+    }
+
+    /// The publications of `ch` after `since` (all kept when `None`), at
+    /// most `limit` (the channel's `historySize` when `None`), and its top
+    /// position.
+    pub async fn history(
+        &self,
+        ch: &str,
+        since: Option<Position>,
+        limit: Option<usize>,
+    ) -> Result<Page, HistoryError> {
+        let policy = self
+            .history_policy(ch)
+            .ok_or_else(|| HistoryError::NoHistory(ch.to_string()))?;
+        let limit = limit.unwrap_or(policy.history_size);
+        self.history.read(ch, since, limit, policy).await
     }
 
     /// Delivers `msg` to one client, on whichever node it is.

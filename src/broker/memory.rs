@@ -2,8 +2,11 @@
 //! node is the whole mesh, so there is nobody to publish to, no interest to
 //! announce and nothing to wait for. Queues live in this process.
 
+use super::history::History;
+use super::memory_history::MemoryHistory;
 use super::{BoxFuture, Broker, BrokerError, Local, NodeInfo, RemoteDelivery};
 use crate::client_id::ClientId;
+use crate::config::HistoryConfig;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
 use crate::queue::local::LocalQueues;
@@ -40,6 +43,10 @@ impl Broker for MemoryBroker {
 
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
         Arc::new(LocalQueues::new(limits))
+    }
+
+    fn history(self: Arc<Self>, list: &[HistoryConfig]) -> Arc<dyn History> {
+        MemoryHistory::new(list)
     }
 
     fn publish<'a>(

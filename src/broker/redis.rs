@@ -21,6 +21,7 @@
 //! [`super::redis_queue`].
 
 use super::deadline::RedisClock;
+use super::history::History;
 use super::interest::{PendingInterest, Target};
 pub use super::redis_connect::{Names, connect, url};
 use super::sync::SyncState;
@@ -29,7 +30,7 @@ use super::{
     BoxFuture, Broker, BrokerError, ConnectError, Local, LocalError, NodeInfo, RemoteDelivery,
 };
 use crate::client_id::ClientId;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, HistoryConfig};
 use crate::frame::{frame, parts};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
@@ -425,6 +426,10 @@ impl Broker for RedisBroker {
 
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
         super::redis_queue::RedisQueues::new(self, limits)
+    }
+
+    fn history(self: Arc<Self>, _list: &[HistoryConfig]) -> Arc<dyn History> {
+        super::redis_history::RedisHistory::new(self)
     }
 
     fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> Option<BoxFuture<'a, RemoteDelivery>> {
