@@ -1,5 +1,5 @@
 //! HTTP routing of the API port: `docs/http-api.md` (`/v1/mesh/publish`,
-//! `/v1/mesh/send`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
+//! `/v1/mesh/send`, `/v1/history`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
 //! each behind [`super::access`]; the web pages (`/demo`, `/console`,
 //! `/v1/stats`, ...) are [`super::web`]'s.
 //!
@@ -47,6 +47,8 @@ fn route(path: &str) -> Option<(Role, Method)> {
         "/ws/v1" => Some((Role::Write, Method::GET)),
         "/metrics" => Some((Role::Read, Method::GET)),
         "/v1/mesh/nodes" => Some((Role::Read, Method::GET)),
+        // GET with query parameters, or POST with a JSON body.
+        "/v1/history" => Some((Role::Read, Method::POST)),
         "/console" | "/v1/stats" => Some((Role::Read, Method::GET)),
         "/v1/connections" => Some((Role::Read, Method::GET)), // newcomer: lookup.rs
         _ => None,
@@ -91,8 +93,18 @@ pub async fn handle(
     if let Err(d) = state.access.check(req.headers(), peer.ip(), role) {
         return denied(d);
     }
+    if path == "/v1/history" && req.method() == Method::GET {
+        let params = super::history::query_params(req.uri().query());
+        let result = super::history::history(&state.mesh, &params).await;
+        count(&state, &path, result.as_ref().map(|_| ()));
+        return json_response(&ops::envelope(&result));
+    }
     if req.method() != method {
-        return method_not_allowed(method.as_str());
+        return method_not_allowed(if path == "/v1/history" {
+            "GET, POST"
+        } else {
+            method.as_str()
+        });
     }
     match path.as_str() {
         "/ws/v1" => upgrade(state, req),
@@ -127,6 +139,8 @@ pub async fn handle(
             };
             let result = if path == "/v1/mesh/publish" {
                 ops::publish(&state.mesh, &params).await
+            } else if path == "/v1/history" {
+                super::history::history(&state.mesh, &params).await
             } else {
                 ops::send(&state.mesh, &params).await
             };

@@ -9,6 +9,7 @@
 //! `writeTimeout` ([`stall`]; this covers `/ws/v1` after the upgrade too).
 
 pub mod access;
+pub mod history;
 pub mod http;
 pub mod lookup;
 pub mod ops;

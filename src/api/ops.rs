@@ -17,6 +17,14 @@ pub mod code {
     pub const CANCEL_FAILED: u32 = 203;
     pub const CALL_FAILED: u32 = 301;
     pub const SEND_FAILED: u32 = 401;
+    /// History (`api/history.rs`): the channel keeps no history.
+    pub const NO_HISTORY: u32 = 501;
+    /// `since` is malformed or past the channel's top offset.
+    pub const INVALID_SINCE: u32 = 502;
+    /// `since.epoch` is not the channel's epoch (its history was lost).
+    pub const UNKNOWN_EPOCH: u32 = 503;
+    /// The history engine cannot be reached (cluster: Redis is down).
+    pub const HISTORY_UNAVAILABLE: u32 = 504;
 }
 
 /// An `{"c": code, "m": message}` error.

@@ -246,6 +246,7 @@ async fn dispatch(state: &ApiState, method: &str, params: &Value) -> Result<Valu
         "mesh.publish" => ops::publish(mesh, params).await,
         "mesh.send" => ops::send(mesh, params).await,
         "conn.call" => ops::call(mesh, params).await,
+        "history" => super::history::history(mesh, params).await,
         "" => Err(ApiError::invalid("missing m (method)")),
         other => Err(ApiError::invalid(format!("unknown method {other:?}"))),
     };
@@ -265,6 +266,7 @@ fn method_label(m: &str) -> &'static str {
         "mesh.publish" => "ws:mesh.publish",
         "mesh.send" => "ws:mesh.send",
         "conn.call" => "ws:conn.call",
+        "history" => "ws:history",
         _ => "ws:other",
     }
 }

@@ -14,7 +14,9 @@
 
 use super::WorkerCtx;
 use super::json;
+use super::recovery::Tracks;
 use crate::broker::BoxFuture;
+use crate::broker::history::{HistoryError, Position};
 use crate::client_id::ClientId;
 use crate::frame::{FrameType, frame};
 use crate::hub::Client;
@@ -45,6 +47,8 @@ pub struct ConnLocal {
     /// Cluster: what this connection's next frames wait for (the broker
     /// hearing its latest channels), set by `conn:subscribe`.
     hold_interest: RefCell<Option<BoxFuture<'static, ()>>>,
+    /// Channels subscribed with a position, and their writer gate.
+    pub tracks: Tracks,
     ctx: Rc<CtxRef>,
 }
 
@@ -52,6 +56,8 @@ pub struct ConnLocal {
 pub struct CtxRef {
     pub mesh: Arc<crate::mesh::Mesh>,
     pub wait_timeout: Duration,
+    /// `outboundQueueSize` of each server (the bound of a recovery's buffer).
+    pub outbound_queue_sizes: Vec<usize>,
 }
 
 impl ConnLocal {
@@ -75,6 +81,7 @@ impl ConnLocal {
             context_changed: Notify::new(),
             script_version: Cell::new(0),
             hold_interest: RefCell::new(None),
+            tracks: Tracks::new(ctx.outbound_queue_sizes.get(server).copied().unwrap_or(1)),
             ctx,
         });
         let ud = lua.create_userdata(LuaConn {
@@ -166,6 +173,101 @@ impl ConnLocal {
         }
     }
 
+    /// `conn:subscribe(ch, {since = ..., positions = ...})`: joins `ch` and,
+    /// when it keeps history, replays what came after `since` before any
+    /// live publication, without gap or duplicate (see [`super::recovery`]).
+    pub async fn subscribe_tracked(
+        &self,
+        ch: &str,
+        since: Option<Position>,
+        positions: bool,
+    ) -> Result<Recovery, String> {
+        let mesh = self.ctx.mesh.clone();
+        if mesh.history_policy(ch).is_none() {
+            mesh.subscribe(&self.client, ch)
+                .map_err(|e| e.to_string())?;
+            self.hold_until_heard();
+            return Ok(Recovery::default());
+        }
+        self.tracks.begin(ch, positions);
+        if let Err(e) = mesh.subscribe(&self.client, ch) {
+            self.tracks.end(ch);
+            return Err(e.to_string());
+        }
+        // Cluster: live publications from every node reach this node
+        // before history is read, or one published in between is lost.
+        if let Some(heard) = mesh.until_heard() {
+            heard.await;
+        }
+        #[cfg(feature = "test-hooks")]
+        self.pause(ch, "subscribed").await;
+        let read = mesh.history(ch, since.clone(), None).await;
+        #[cfg(feature = "test-hooks")]
+        self.pause(ch, "read").await;
+        let (replay, top, recovered) = match read {
+            Ok(page) => {
+                let recovered = since.is_some() && page.complete;
+                let replay = if recovered {
+                    page.publications
+                } else {
+                    Vec::new()
+                };
+                (replay, page.top, recovered)
+            }
+            // The client's position is of a lost stream or bogus: it
+            // starts over from the top.
+            Err(HistoryError::UnknownEpoch { .. } | HistoryError::InvalidSince { .. }) => {
+                match mesh.history(ch, None, Some(0)).await {
+                    Ok(page) => (Vec::new(), page.top, false),
+                    Err(e) => return Ok(self.untracked(ch, e)),
+                }
+            }
+            Err(e) => return Ok(self.untracked(ch, e)),
+        };
+        let position = self.tracks.release(ch, replay, top);
+        Ok(Recovery {
+            recovered,
+            position: Some(position),
+            error: None,
+        })
+    }
+
+    /// History could not be read: the channel is delivered as it comes.
+    fn untracked(&self, ch: &str, e: HistoryError) -> Recovery {
+        self.tracks.abandon(ch);
+        Recovery {
+            recovered: false,
+            position: None,
+            error: Some(e.to_string()),
+        }
+    }
+
+    /// Test builds: on channels `test-pause:*`, announces `<point> <ch>` on
+    /// channel `test-pause` and waits until one more live publication of
+    /// `ch` is held, so a test can publish into each window of a recovery.
+    #[cfg(feature = "test-hooks")]
+    async fn pause(&self, ch: &str, point: &str) {
+        if !ch.starts_with("test-pause:") {
+            return;
+        }
+        let before = self.tracks.buffered(ch);
+        let marker = tungstenite::Message::text(format!("{point} {ch}"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut announced = false;
+        while self.tracks.buffered(ch) <= before {
+            let held = self.tracks.held.notified();
+            tokio::pin!(held);
+            held.as_mut().enable();
+            if !announced {
+                self.ctx.mesh.publish("test-pause", marker.clone()).await;
+                announced = true;
+            }
+            if tokio::time::timeout_at(deadline, held).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// The wait set by `hold_until_heard`, taken once.
     pub fn take_hold(&self) -> Option<BoxFuture<'static, ()>> {
         self.hold_interest.borrow_mut().take()
@@ -218,12 +320,24 @@ impl ConnLocal {
                             .map_err(|e| e.to_string())?;
                     } else {
                         self.ctx.mesh.unsubscribe(&self.client, &ch);
+                        self.tracks.end(&ch);
                     }
                 }
                 Ok(())
             }
         }
     }
+}
+
+/// What a subscribe with options tells the script (`docs/lua-api.md`).
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Every publication after `since` was replayed.
+    pub recovered: bool,
+    /// The last position handed to the client (`None`: no history).
+    pub position: Option<Position>,
+    /// Why history could not be read (the channel is joined anyway).
+    pub error: Option<String>,
 }
 
 /// The `conn` userdata.
@@ -273,6 +387,67 @@ fn channel_args(args: MultiValue) -> Result<Vec<String>, String> {
         return Err("no channel given".into());
     }
     Ok(out)
+}
+
+/// The options of `conn:subscribe(ch, {since = {offset, epoch}, positions})`.
+struct SubscribeOptions {
+    since: Option<Position>,
+    positions: bool,
+}
+
+/// `Some` when called as `conn:subscribe(ch, opts)` (a channel, then a
+/// table that is not a list of channels).
+fn subscribe_options(args: &MultiValue) -> Result<Option<(String, SubscribeOptions)>, String> {
+    let (Some(Value::String(ch)), Some(Value::Table(opts)), 2) =
+        (args.get(0), args.get(1), args.len())
+    else {
+        return Ok(None);
+    };
+    if opts.raw_len() > 0 {
+        return Ok(None);
+    }
+    let bad = |why: &str| format!("invalid since: {why}; use since = {{offset = n, epoch = e}}");
+    let since = match opts.raw_get::<Value>("since").map_err(|e| e.to_string())? {
+        Value::Nil => None,
+        Value::Table(t) => {
+            let offset = match t.raw_get::<Value>("offset").map_err(|e| e.to_string())? {
+                Value::Integer(n) if n >= 0 => n as u64,
+                Value::Number(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => n as u64,
+                _ => return Err(bad("offset must be a non-negative integer")),
+            };
+            let epoch = match t.raw_get::<Value>("epoch").map_err(|e| e.to_string())? {
+                Value::String(e) if !e.as_bytes().is_empty() => e.to_string_lossy(),
+                _ => return Err(bad("epoch must be a non-empty string")),
+            };
+            Some(Position {
+                offset,
+                epoch: Arc::from(epoch.as_str()),
+            })
+        }
+        _ => return Err(bad("not a table")),
+    };
+    let positions = opts
+        .raw_get::<Option<bool>>("positions")
+        .map_err(|_| "positions must be a boolean".to_string())?
+        .unwrap_or(false);
+    Ok(Some((
+        ch.to_string_lossy(),
+        SubscribeOptions { since, positions },
+    )))
+}
+
+/// `{recovered = bool, offset = n, epoch = e, error = msg}` for the script.
+fn recovery_table(lua: &Lua, r: &Recovery) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.raw_set("recovered", r.recovered)?;
+    if let Some(p) = &r.position {
+        t.raw_set("offset", p.offset)?;
+        t.raw_set("epoch", &*p.epoch)?;
+    }
+    if let Some(e) = &r.error {
+        t.raw_set("error", e.as_str())?;
+    }
+    Ok(t)
 }
 
 impl UserData for LuaConn {
@@ -326,23 +501,38 @@ impl UserData for LuaConn {
                 }
             }
         });
-        m.add_method("subscribe", |lua, this, args: MultiValue| {
-            let r = this.get().and_then(|c| {
-                let joined = channel_args(args)?.iter().try_for_each(|ch| {
-                    c.ctx
-                        .mesh
-                        .subscribe(&c.client, ch)
-                        .map_err(|e| e.to_string())
-                });
-                c.hold_until_heard();
-                joined
-            });
-            err_value(lua, r)
+        m.add_async_method("subscribe", |lua, this, args: MultiValue| async move {
+            let c = match this.get() {
+                Ok(c) => c,
+                Err(e) => return err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            };
+            let (ch, opts) = match subscribe_options(&args) {
+                Ok(Some(o)) => o,
+                Ok(None) => {
+                    let r = channel_args(args).and_then(|names| {
+                        let joined = names.iter().try_for_each(|ch| {
+                            c.ctx
+                                .mesh
+                                .subscribe(&c.client, ch)
+                                .map_err(|e| e.to_string())
+                        });
+                        c.hold_until_heard();
+                        joined
+                    });
+                    return err_value(&lua, r).map(|v| (v, Value::Nil));
+                }
+                Err(e) => return err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            };
+            match c.subscribe_tracked(&ch, opts.since, opts.positions).await {
+                Ok(r) => Ok((Value::Nil, Value::Table(recovery_table(&lua, &r)?))),
+                Err(e) => err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            }
         });
         m.add_method("unsubscribe", |lua, this, args: MultiValue| {
             let r = this.get().and_then(|c| {
                 for ch in channel_args(args)? {
                     c.ctx.mesh.unsubscribe(&c.client, &ch);
+                    c.tracks.end(&ch);
                 }
                 Ok(())
             });
@@ -385,5 +575,12 @@ pub fn ctx_ref(lua: &Lua) -> Rc<CtxRef> {
     Rc::new(CtxRef {
         mesh: ctx.mesh.clone(),
         wait_timeout: Duration::from_secs(ctx.config.engine.luavm.wait_context_timeout.max(1)),
+        outbound_queue_sizes: ctx
+            .config
+            .engine
+            .servers
+            .iter()
+            .map(|s| s.outbound_queue_size)
+            .collect(),
     })
 }
