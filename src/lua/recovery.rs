@@ -122,9 +122,16 @@ impl Tracks {
             return top;
         };
         let held = t.buffer.take().unwrap_or_default();
-        t.last = Some(top);
         let mut out = self.released.borrow_mut();
-        for p in replay.iter().chain(held.iter()) {
+        t.last = None;
+        for p in &replay {
+            if let Gate::Write(m) = pass(t, p) {
+                out.push_back(m);
+            }
+        }
+        // What history held up to `top` was replayed or is not to be.
+        t.last = Some(top);
+        for p in &held {
             if let Gate::Write(m) = pass(t, p) {
                 out.push_back(m);
             }
