@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
 
 /// Where a node's delivery counts `(node, success, fail)` for a publish go.
-type ReportSender = mpsc::UnboundedSender<(u32, u64, u64)>;
+pub(super) type ReportSender = mpsc::UnboundedSender<(u32, u64, u64)>;
 
 /// See the module documentation.
 pub struct RedisBroker {

@@ -30,8 +30,19 @@ use tokio::time::Instant;
 /// the publisher's last heartbeat), the publisher's live view `ARGV[4..]`.
 static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&with_deadline(
-        r#"
-local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
+        &format!(
+            "local n = redis.call('PUBLISH', KEYS[1], ARGV[1])\nlocal live_from = 4\n{AUDIENCE_LUA}\nreturn {{n, members, unsynced}}"
+        ),
+        "{-1, {}, {}}",
+    ))
+});
+
+/// The part of a publish script that says whose delivery counts to wait
+/// for: `members` (the nodes registered for the channel, `KEYS[2]`) and
+/// `unsynced` (members of `p:nodes` `KEYS[3]` not in `p:synced` `KEYS[4]`,
+/// plus the live view `ARGV[live_from..]` when the epoch `KEYS[5]` is no
+/// longer `ARGV[3]`). Shared with [`super::redis_history`].
+pub(super) const AUDIENCE_LUA: &str = r#"
 local members = redis.call('SMEMBERS', KEYS[2])
 local unsynced, seen = {}, {}
 local function check(m)
@@ -42,13 +53,9 @@ local function check(m)
 end
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do check(m) end
 if redis.call('GET', KEYS[5]) ~= ARGV[3] then
-  for i = 4, #ARGV do check(ARGV[i]) end
+  for i = live_from, #ARGV do check(ARGV[i]) end
 end
-return {n, members, unsynced}
-"#,
-        "{-1, {}, {}}",
-    ))
-});
+"#;
 
 /// Publishes to a node's channel unless the deadline `ARGV[2]` passed.
 static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -59,9 +66,9 @@ static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
 });
 
 /// Why a publish reached no other node.
-const PUBLISH_TIMED_OUT: &str = "broker unavailable: publish timed out; \
+pub(super) const PUBLISH_TIMED_OUT: &str = "broker unavailable: publish timed out; \
      no other node delivers it (it is dropped past its deadline)";
-const PUBLISH_EXPIRED: &str = "broker unavailable: Redis took the publish after its deadline; \
+pub(super) const PUBLISH_EXPIRED: &str = "broker unavailable: Redis took the publish after its deadline; \
      no other node delivered it";
 
 /// Removes a pending request's entry when the request ends, however it ends.
@@ -76,7 +83,30 @@ impl<T> Drop for Pending<'_, T> {
     }
 }
 
-fn failed(error: impl Into<String>) -> RemoteDelivery {
+/// Who a publish reached in Redis, as its script answers.
+pub(super) struct Audience {
+    /// Links that received it (0: nobody will report).
+    pub receivers: i64,
+    /// Nodes registered for the channel.
+    pub members: Vec<u32>,
+    /// Nodes whose subscriptions are not known to be in place.
+    pub unsynced: Vec<u32>,
+    /// This node delivers it too, and reports to itself (history publishes).
+    pub with_self: bool,
+}
+
+/// A publish in progress (see [`RedisBroker::open_publish`]).
+pub(super) struct PublishRequest<'a> {
+    pub req: u64,
+    rx: mpsc::UnboundedReceiver<(u32, u64, u64)>,
+    /// When this node stops waiting for reports.
+    pub until: Instant,
+    /// When Redis and the other nodes drop it (see [`super::deadline`]).
+    pub deadline: u64,
+    _pending: Pending<'a, super::redis::ReportSender>,
+}
+
+pub(super) fn failed(error: impl Into<String>) -> RemoteDelivery {
     RemoteDelivery {
         error: Some(error.into()),
         ..Default::default()
@@ -89,45 +119,89 @@ impl RedisBroker {
         if let Some(e) = self.down() {
             return failed(e.to_string());
         }
-        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let until = Instant::now() + timeout;
-        let deadline = self.clock.deadline(timeout);
-        let req = self.req();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.reports.lock().insert(req, tx);
-        let _pending = Pending {
-            map: &self.reports,
-            req,
-        };
+        let mut request = self.open_publish();
         let payload = Wire::Publish {
             origin: self.node,
-            req,
-            deadline,
+            req: request.req,
+            deadline: request.deadline,
             ftype,
             data,
         }
         .encode();
-        let live: Vec<u32> = self.live.read().keys().copied().collect();
         let mut invocation = PUBLISH_SCRIPT.key(self.names.channel(ch));
+        self.audience_keys(&mut invocation, ch);
+        invocation
+            .arg(payload.as_ref())
+            .arg(request.deadline)
+            .arg(self.sync.seen_epoch())
+            .arg(self.live_view());
+        let mut cmd = self.cmd.clone();
+        let invoked = invocation.invoke_async::<(i64, Vec<u32>, Vec<u32>)>(&mut cmd);
+        let (receivers, members, unsynced) =
+            match tokio::time::timeout_at(request.until, invoked).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return failed(format!("broker unavailable: {e}")),
+                Err(_) => return failed(PUBLISH_TIMED_OUT),
+            };
+        if receivers == EXPIRED {
+            return failed(PUBLISH_EXPIRED);
+        }
+        let audience = Audience {
+            receivers,
+            members,
+            unsynced,
+            with_self: false,
+        };
+        self.collect_reports(audience, &mut request).await
+    }
+
+    /// Starts a publish request: reports for it are collected until it is
+    /// dropped.
+    pub(super) fn open_publish(&self) -> PublishRequest<'_> {
+        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
+        let req = self.req();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.reports.lock().insert(req, tx);
+        PublishRequest {
+            req,
+            rx,
+            until: Instant::now() + timeout,
+            deadline: self.clock.deadline(timeout),
+            _pending: Pending {
+                map: &self.reports,
+                req,
+            },
+        }
+    }
+
+    /// `KEYS[2..5]` of a publish script (see [`AUDIENCE_LUA`]).
+    pub(super) fn audience_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, ch: &str) {
         invocation
             .key(self.names.chnodes(ch))
             .key(self.names.nodes())
             .key(synced_key(&self.names.prefix))
-            .key(epoch_key(&self.names.prefix))
-            .arg(payload.as_ref())
-            .arg(deadline)
-            .arg(self.sync.seen_epoch())
-            .arg(live);
-        let mut cmd = self.cmd.clone();
-        let invoked = invocation.invoke_async::<(i64, Vec<u32>, Vec<u32>)>(&mut cmd);
-        let (receivers, members, unsynced) = match tokio::time::timeout_at(until, invoked).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return failed(format!("broker unavailable: {e}")),
-            Err(_) => return failed(PUBLISH_TIMED_OUT),
-        };
-        if receivers == EXPIRED {
-            return failed(PUBLISH_EXPIRED);
-        }
+            .key(epoch_key(&self.names.prefix));
+    }
+
+    /// The live nodes as this node sees them (`ARGV[live_from..]`).
+    pub(super) fn live_view(&self) -> Vec<u32> {
+        self.live.read().keys().copied().collect()
+    }
+
+    /// Waits for the reports of a publish's audience until `until` and
+    /// names the nodes that did not report.
+    pub(super) async fn collect_reports(
+        &self,
+        audience: Audience,
+        request: &mut PublishRequest<'_>,
+    ) -> RemoteDelivery {
+        let (rx, until) = (&mut request.rx, request.until);
+        let Audience {
+            receivers,
+            members,
+            unsynced,
+            with_self,
+        } = audience;
         // Nodes whose subscriptions may be missing are named unless they
         // report; they are not waited for (they may never hear it).
         let unsynced: HashSet<u32> = unsynced
@@ -140,7 +214,7 @@ impl RedisBroker {
         // ignoring it would answer its subscribers as a silent s:0.
         let mut expected: HashSet<u32> = members
             .into_iter()
-            .filter(|m| *m != self.node && !unsynced.contains(m))
+            .filter(|m| (with_self || *m != self.node) && !unsynced.contains(m))
             .collect();
         let mut out = RemoteDelivery::default();
         let mut reported = HashSet::new();
