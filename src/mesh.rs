@@ -20,6 +20,7 @@ use crate::config::{HistoryConfig, policy_for};
 use crate::hub::{Client, Delivery, Hub, SubscribeError};
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound, PushError};
+use crate::publication::Publication;
 use crate::queue::Queues;
 use parking_lot::{Mutex, MutexGuard};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -57,6 +58,8 @@ pub struct Published {
     pub missing: Vec<String>,
     /// Why other nodes could not be reached at all (the broker is down).
     pub error: Option<String>,
+    /// Its place in the channel's history (channels with history only).
+    pub position: Option<Position>,
 }
 
 /// See the module documentation.
@@ -104,15 +107,18 @@ impl Mesh {
         })
     }
 
-    /// Delivers `msg` to every subscriber of `ch`, on every node.
-    pub async fn publish(&self, ch: &str, msg: Message) -> Published {
+    /// Delivers `p` to every subscriber of its channel, on every node.
+    pub async fn publish(&self, p: Arc<Publication>) -> Published {
+        if let Some(policy) = self.history_policy(&p.channel) {
+            return self.publish_with_history(p, policy).await;
+        }
         let start = Instant::now();
-        let local = self.hub.publish(ch, &msg);
+        let local = self.hub.publish(&p);
         self.metrics.send_errors.inc_by(local.fail);
         self.metrics
             .send_local
             .observe(start.elapsed().as_secs_f64());
-        let Some(forward) = self.broker.publish(ch, &msg) else {
+        let Some(forward) = self.broker.publish(&p) else {
             return Published {
                 delivery: local,
                 ..Default::default()
@@ -129,6 +135,37 @@ impl Mesh {
             },
             missing: remote.missing,
             error: remote.error,
+            position: None,
+        }
+    }
+
+    /// A publish to a channel with history: the history engine appends it
+    /// and delivers it everywhere in offset order (one node: to the hub,
+    /// under the channel's lock; a cluster: through the broker, this node
+    /// included).
+    async fn publish_with_history(&self, p: Arc<Publication>, policy: &HistoryConfig) -> Published {
+        let start = Instant::now();
+        let hub = &self.hub;
+        let deliver = |p: &Arc<Publication>| {
+            let d = hub.publish(p);
+            (d.success, d.fail)
+        };
+        let appended = self
+            .history
+            .publish(Arc::unwrap_or_clone(p), policy, &deliver)
+            .await;
+        self.metrics.send_errors.inc_by(appended.fail);
+        self.metrics
+            .send_forward
+            .observe(start.elapsed().as_secs_f64());
+        Published {
+            delivery: Delivery {
+                success: appended.success,
+                fail: appended.fail,
+            },
+            missing: appended.missing,
+            error: appended.error,
+            position: appended.position,
         }
     }
 
@@ -312,8 +349,8 @@ struct LocalNode {
 }
 
 impl Local for LocalNode {
-    fn deliver(&self, ch: &str, msg: &Message) -> (u64, u64) {
-        let d = self.hub.publish(ch, msg);
+    fn deliver(&self, p: &Arc<Publication>) -> (u64, u64) {
+        let d = self.hub.publish(p);
         self.metrics.send_errors.inc_by(d.fail);
         (d.success, d.fail)
     }

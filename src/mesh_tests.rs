@@ -40,7 +40,7 @@ impl Broker for FakeBroker {
     ) -> Arc<dyn crate::broker::history::History> {
         crate::broker::memory_history::MemoryHistory::new(list)
     }
-    fn publish<'a>(&'a self, _: &'a str, _: &Message) -> Option<BoxFuture<'a, RemoteDelivery>> {
+    fn publish<'a>(&'a self, _: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
         None
     }
     fn send<'a>(&'a self, id: ClientId, _: &Message) -> BoxFuture<'a, Result<(), BrokerError>> {

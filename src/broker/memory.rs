@@ -9,6 +9,7 @@ use crate::client_id::ClientId;
 use crate::config::HistoryConfig;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::publication::Publication;
 use crate::queue::local::LocalQueues;
 use crate::queue::{QueueLimits, QueueStore};
 use std::sync::{Arc, OnceLock};
@@ -49,11 +50,7 @@ impl Broker for MemoryBroker {
         MemoryHistory::new(list)
     }
 
-    fn publish<'a>(
-        &'a self,
-        _ch: &'a str,
-        _msg: &Message,
-    ) -> Option<BoxFuture<'a, RemoteDelivery>> {
+    fn publish<'a>(&'a self, _p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
         None
     }
 

@@ -34,6 +34,7 @@ use crate::config::{ClusterConfig, HistoryConfig};
 use crate::frame::{frame, parts};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::publication::Publication;
 use crate::queue::{QueueLimits, QueueStore};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -263,9 +264,14 @@ impl RedisBroker {
                 deadline,
                 ftype,
                 data,
+                event,
+                position,
             } => {
-                // Our own publish comes back to us: it was delivered locally.
-                if origin == self.node {
+                // Our own publish comes back to us: it was delivered locally,
+                // unless it is a history publish, which every node (this one
+                // too) delivers as Redis hands it over, in offset order.
+                let own = origin == self.node;
+                if own && position.is_none() {
                     return;
                 }
                 // The publisher has answered "not delivered" by now.
@@ -277,10 +283,19 @@ impl RedisBroker {
                     return;
                 };
                 let (s, f) = match (frame(data, ftype), self.local()) {
-                    (Ok(msg), Some(local)) => local.deliver(ch, &msg),
+                    (Ok(frame), Some(local)) => local.deliver(&Arc::new(Publication {
+                        channel: ch.into(),
+                        frame,
+                        event,
+                        position,
+                    })),
                     _ => (0, 0),
                 };
-                if req != 0 {
+                if req != 0 && own {
+                    if let Some(tx) = self.reports.lock().get(&req) {
+                        let _ = tx.send((self.node, s, f));
+                    }
+                } else if req != 0 {
                     self.reply(
                         origin,
                         Wire::Report {
@@ -432,9 +447,8 @@ impl Broker for RedisBroker {
         super::redis_history::RedisHistory::new(self)
     }
 
-    fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> Option<BoxFuture<'a, RemoteDelivery>> {
-        let (ftype, data) = parts(msg);
-        Some(Box::pin(RedisBroker::publish(self, ch, ftype, data)))
+    fn publish<'a>(&'a self, p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
+        Some(Box::pin(RedisBroker::publish(self, p)))
     }
 
     fn send<'a>(&'a self, id: ClientId, msg: &Message) -> BoxFuture<'a, Result<(), BrokerError>> {

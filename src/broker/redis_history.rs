@@ -26,6 +26,7 @@ use super::history::{
 };
 use super::redis::RedisBroker;
 use super::requests::{AUDIENCE_LUA, Audience, PUBLISH_EXPIRED, PUBLISH_TIMED_OUT};
+use super::wire::history_publish_head;
 use crate::config::HistoryConfig;
 use crate::frame::{FrameType, frame, parts};
 use bytes::Bytes;
@@ -62,7 +63,7 @@ local function le64(n)
   for i = 1, 8 do b[i] = string.char(n % 256); n = math.floor(n / 256) end
   return table.concat(b)
 end
-local n = redis.call('PUBLISH', KEYS[1], ARGV[1] .. le64(off) .. string.char(#e) .. e .. ARGV[4])
+local n = redis.call('PUBLISH', KEYS[1], ARGV[1] .. le64(off) .. string.char(#e % 256, math.floor(#e / 256)) .. e .. ARGV[4])
 local live_from = 11
 {AUDIENCE_LUA}
 return {{n, members, unsynced, off, e}}"#
@@ -122,7 +123,13 @@ impl RedisHistory {
         }
         let mut request = b.open_publish();
         let (ftype, data) = parts(&p.frame);
-        let head = history_head(b.node, request.req, request.deadline, ftype, &p);
+        let head = history_publish_head(
+            b.node,
+            request.req,
+            request.deadline,
+            ftype,
+            p.event.as_deref(),
+        );
         let ch = &*p.channel;
         let mut invocation = PUBLISH_SCRIPT.key(b.names.channel(ch));
         b.audience_keys(&mut invocation, ch);
@@ -267,20 +274,4 @@ impl History for RedisHistory {
     ) -> BoxFuture<'a, Result<Page, HistoryError>> {
         Box::pin(self.read_page(ch, since, limit, policy))
     }
-}
-
-/// PROVISIONAL until the wire carries positions (SEAM.md): the bytes of a
-/// history publish before its position.
-fn history_head(origin: u32, req: u64, deadline: u64, ftype: FrameType, p: &Publication) -> Bytes {
-    use bytes::BufMut;
-    let mut b = bytes::BytesMut::new();
-    b.put_u8(b'h');
-    b.put_u32_le(origin);
-    b.put_u64_le(req);
-    b.put_u64_le(deadline);
-    b.put_u8(u8::from(ftype == FrameType::Binary));
-    let e = p.event.as_deref().unwrap_or("");
-    b.put_u16_le(e.len() as u16);
-    b.put_slice(e.as_bytes());
-    b.freeze()
 }

@@ -251,7 +251,10 @@ impl ConnLocal {
             return;
         }
         let before = self.tracks.buffered(ch);
-        let marker = tungstenite::Message::text(format!("{point} {ch}"));
+        let marker = Arc::new(crate::publication::Publication::new(
+            "test-pause",
+            tungstenite::Message::text(format!("{point} {ch}")),
+        ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut announced = false;
         while self.tracks.buffered(ch) <= before {
@@ -259,7 +262,7 @@ impl ConnLocal {
             tokio::pin!(held);
             held.as_mut().enable();
             if !announced {
-                self.ctx.mesh.publish("test-pause", marker.clone()).await;
+                self.ctx.mesh.publish(marker.clone()).await;
                 announced = true;
             }
             if tokio::time::timeout_at(deadline, held).await.is_err() {

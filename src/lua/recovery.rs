@@ -139,6 +139,11 @@ impl Tracks {
         t.last.clone().expect("set above")
     }
 
+    /// Whether a recovery released frames not yet taken.
+    pub fn has_released(&self) -> bool {
+        !self.released.borrow().is_empty()
+    }
+
     /// Frames released by recoveries since the last call.
     pub fn take_released(&self) -> VecDeque<Message> {
         std::mem::take(&mut *self.released.borrow_mut())

@@ -19,6 +19,7 @@ use super::ServerShared;
 use super::{handshake, hook_handshake};
 use crate::hub::Client;
 use crate::lua::conn::ConnLocal;
+use crate::lua::recovery::Gate;
 use crate::lua::{HookCall, LuaRuntime, report_error};
 use crate::outbox::{CallFunc, Outbound};
 use crate::worker::WorkerState;
@@ -321,6 +322,8 @@ impl Driver<'_> {
                 self.hook = None;
                 progressed = true;
             }
+            // A recovery the hook just ended released frames to write.
+            progressed |= self.conn.tracks.has_released();
             if self.hook.is_none()
                 && self.closing_since.is_none()
                 && let Some(msg) = self.inbound.pop_front()
@@ -390,15 +393,47 @@ impl Driver<'_> {
     fn write_batch(&mut self, cx: &mut Context<'_>) -> Option<End> {
         let mut sent = 0u64;
         let held = self.closing_since.is_none() && self.held(cx);
+        // What a recovery released goes before what was queued after it.
+        for m in self.conn.tracks.take_released().into_iter().rev() {
+            self.batch.push_front(Outbound::Message(m));
+        }
         while let Some(front) = self.batch.front() {
+            if let Outbound::Publication(p) = front
+                && p.position.is_some()
+                && self.closing_since.is_none()
+            {
+                match self.conn.tracks.gate(p) {
+                    Gate::Write(m) => self.batch[0] = Outbound::Message(m),
+                    Gate::Drop | Gate::Held => {
+                        self.batch.pop_front();
+                        continue;
+                    }
+                    Gate::Overflow => {
+                        self.conn.metrics().slow_clients_closed.inc();
+                        tracing::warn!(client_id = %self.conn.client.id, "slow client: too many publications held while recovering, closing");
+                        self.batch.clear();
+                        self.start_close(
+                            1013,
+                            "slow client: outbound queue full",
+                            Some("slow client"),
+                        );
+                        continue;
+                    }
+                }
+            }
+            let Some(front) = self.batch.front() else {
+                break;
+            };
             match front {
-                Outbound::Message(_) if self.closing_since.is_some() => {
+                Outbound::Message(_) | Outbound::Publication(_) if self.closing_since.is_some() => {
                     self.batch.pop_front();
                 }
-                Outbound::Message(_) if held => break,
-                Outbound::Message(_) => match Pin::new(&mut self.ws).poll_ready(cx) {
+                Outbound::Message(_) | Outbound::Publication(_) if held => break,
+                Outbound::Message(_) | Outbound::Publication(_) => match Pin::new(&mut self.ws)
+                    .poll_ready(cx)
+                {
                     Poll::Ready(Ok(())) => {
-                        let Some(Outbound::Message(m)) = self.batch.pop_front() else {
+                        let Some(m) = self.batch.pop_front().and_then(Outbound::into_frame) else {
                             unreachable!()
                         };
                         if let Err(e) = Pin::new(&mut self.ws).start_send(m) {
