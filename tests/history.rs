@@ -75,13 +75,13 @@ async fn publish_answers_positions_and_history_reads_them_back() {
         json!([{"offset": 2, "d": "two"}])
     );
     // GET with query parameters answers the same.
-    let got: Value =
-        reqwest::get(gw.api(&format!("/v1/history?c=h:a&offset=2&epoch={epoch}&limit=5")))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let got = reqwest::get(gw.api(&format!("/v1/history?c=h:a&offset=2&epoch={epoch}&limit=5")))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let got: Value = serde_json::from_str(&got).unwrap();
     assert_eq!(
         got["r"]["publications"],
         json!([{"offset": 3, "d": "three"}])
