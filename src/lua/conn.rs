@@ -402,7 +402,7 @@ struct SubscribeOptions {
 /// table that is not a list of channels).
 fn subscribe_options(args: &MultiValue) -> Result<Option<(String, SubscribeOptions)>, String> {
     let (Some(Value::String(ch)), Some(Value::Table(opts)), 2) =
-        (args.get(0), args.get(1), args.len())
+        (args.front(), args.get(1), args.len())
     else {
         return Ok(None);
     };
