@@ -278,3 +278,76 @@ async fn recovery_says_recovered_false_when_the_gap_is_gone_or_the_epoch_unknown
     assert_eq!(c.recv().await, "m6");
     assert_eq!(d.recv().await, "m6");
 }
+
+/// The shipped message center on a gateway whose `user:*` channels keep
+/// history; `positions` turns the script's `history_positions` option on.
+async fn message_center_with_history(auth: &AuthServer, positions: bool) -> Gateway {
+    let mut spec = message_center(auth);
+    if positions {
+        spec = spec.option("history_positions", "true");
+    }
+    let history =
+        "  history:\n    - channels: 'user:*'\n      historySize: 100\n      historyTtl: 300\n";
+    Gateway::start_with(vec![spec], history, "").await
+}
+
+#[tokio::test]
+async fn the_message_center_recovers_with_since_and_keeps_connmix_bytes_by_default() {
+    let auth = AuthServer::start().await;
+    let gw = message_center_with_history(&auth, false).await;
+    let url = gw.url(0);
+    // A CONNMIX client: the same answers and bytes as without history.
+    let mut c = login(&url, 1001).await;
+    let r = publish(&gw, "user:1001", "raw bytes").await;
+    assert_eq!(r["s"], 1);
+    let epoch = r["epoch"].as_str().unwrap().to_string();
+    assert_eq!(c.recv().await, "raw bytes");
+    c.close().await;
+    c.closed().await;
+    wait_clients(&gw, 0).await;
+    publish(&gw, "user:1001", "missed 1").await;
+    publish(&gw, "user:1001", "missed 2").await;
+    // Back with its position: the missed pushes, then the answer.
+    let mut c = Client::connect(&url).await;
+    c.ok(json!({"op": "auth", "token": "tok1001"})).await;
+    c.send_json(
+        json!({"op": "subscribe", "channel": "@user", "since": {"offset": 1, "epoch": epoch}}),
+    )
+    .await;
+    assert_eq!(c.recv().await, "missed 1");
+    assert_eq!(c.recv().await, "missed 2");
+    assert_eq!(
+        c.recv_json().await,
+        json!({"result": true, "recovered": true, "offset": 3, "epoch": epoch})
+    );
+    // A bad since: code 9, and the connection stays usable.
+    c.send_json(json!({"op": "subscribe", "channel": "@user", "since": {"offset": "x"}}))
+        .await;
+    let v = c.recv_json().await;
+    assert_eq!(v["code"], 9, "{v}");
+    c.send_json(json!({"op": "subscribe", "channel": "@user", "since": 5}))
+        .await;
+    assert_eq!(c.recv_json().await["code"], 9);
+    assert_eq!(publish(&gw, "user:1001", "live").await["s"], 1);
+    assert_eq!(c.recv().await, "live");
+}
+
+#[tokio::test]
+async fn with_history_positions_on_pushes_carry_their_position() {
+    let auth = AuthServer::start().await;
+    let gw = message_center_with_history(&auth, true).await;
+    let mut c = Client::connect(&gw.url(0)).await;
+    c.ok(json!({"op": "auth", "token": "tok1001"})).await;
+    c.send_json(json!({"op": "subscribe", "channel": "@user"}))
+        .await;
+    let v = c.recv_json().await;
+    assert_eq!(v["result"], true);
+    assert_eq!(v["recovered"], false);
+    assert_eq!(v["offset"], 0);
+    let epoch = v["epoch"].as_str().unwrap().to_string();
+    publish(&gw, "user:1001", r#"{"msg":"hi"}"#).await;
+    assert_eq!(
+        c.recv_json().await,
+        json!({"channel": "user:1001", "offset": 1, "epoch": epoch, "data": r#"{"msg":"hi"}"#})
+    );
+}
