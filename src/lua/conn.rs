@@ -14,7 +14,7 @@
 
 use super::WorkerCtx;
 use super::json;
-use super::recovery::Tracks;
+use super::recovery::{Recovery, Tracks, recovery_table, subscribe_options};
 use crate::broker::BoxFuture;
 use crate::broker::history::{HistoryError, Position};
 use crate::client_id::ClientId;
@@ -332,17 +332,6 @@ impl ConnLocal {
     }
 }
 
-/// What a subscribe with options tells the script (`docs/lua-api.md`).
-#[derive(Debug, Default)]
-pub struct Recovery {
-    /// Every publication after `since` was replayed.
-    pub recovered: bool,
-    /// The last position handed to the client (`None`: no history).
-    pub position: Option<Position>,
-    /// Why history could not be read (the channel is joined anyway).
-    pub error: Option<String>,
-}
-
 /// The `conn` userdata.
 pub struct LuaConn {
     id: ClientId,
@@ -390,67 +379,6 @@ fn channel_args(args: MultiValue) -> Result<Vec<String>, String> {
         return Err("no channel given".into());
     }
     Ok(out)
-}
-
-/// The options of `conn:subscribe(ch, {since = {offset, epoch}, positions})`.
-struct SubscribeOptions {
-    since: Option<Position>,
-    positions: bool,
-}
-
-/// `Some` when called as `conn:subscribe(ch, opts)` (a channel, then a
-/// table that is not a list of channels).
-fn subscribe_options(args: &MultiValue) -> Result<Option<(String, SubscribeOptions)>, String> {
-    let (Some(Value::String(ch)), Some(Value::Table(opts)), 2) =
-        (args.front(), args.get(1), args.len())
-    else {
-        return Ok(None);
-    };
-    if opts.raw_len() > 0 {
-        return Ok(None);
-    }
-    let bad = |why: &str| format!("invalid since: {why}; use since = {{offset = n, epoch = e}}");
-    let since = match opts.raw_get::<Value>("since").map_err(|e| e.to_string())? {
-        Value::Nil => None,
-        Value::Table(t) => {
-            let offset = match t.raw_get::<Value>("offset").map_err(|e| e.to_string())? {
-                Value::Integer(n) if n >= 0 => n as u64,
-                Value::Number(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => n as u64,
-                _ => return Err(bad("offset must be a non-negative integer")),
-            };
-            let epoch = match t.raw_get::<Value>("epoch").map_err(|e| e.to_string())? {
-                Value::String(e) if !e.as_bytes().is_empty() => e.to_string_lossy(),
-                _ => return Err(bad("epoch must be a non-empty string")),
-            };
-            Some(Position {
-                offset,
-                epoch: Arc::from(epoch.as_str()),
-            })
-        }
-        _ => return Err(bad("not a table")),
-    };
-    let positions = opts
-        .raw_get::<Option<bool>>("positions")
-        .map_err(|_| "positions must be a boolean".to_string())?
-        .unwrap_or(false);
-    Ok(Some((
-        ch.to_string_lossy(),
-        SubscribeOptions { since, positions },
-    )))
-}
-
-/// `{recovered = bool, offset = n, epoch = e, error = msg}` for the script.
-fn recovery_table(lua: &Lua, r: &Recovery) -> mlua::Result<Table> {
-    let t = lua.create_table()?;
-    t.raw_set("recovered", r.recovered)?;
-    if let Some(p) = &r.position {
-        t.raw_set("offset", p.offset)?;
-        t.raw_set("epoch", &*p.epoch)?;
-    }
-    if let Some(e) = &r.error {
-        t.raw_set("error", e.as_str())?;
-    }
-    Ok(t)
 }
 
 impl UserData for LuaConn {

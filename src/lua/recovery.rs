@@ -22,12 +22,16 @@
 //! does); a release holds at most `historySize` replayed publications plus
 //! that buffer. A tracked channel costs one small entry per connection.
 //!
+//! [`subscribe_options`] and [`recovery_table`] are the Lua side of it: the
+//! options a script passes and the table it gets back.
+//!
 //! With `positions` set, a text publication of a tracked channel is written
 //! as `{"channel": ch, "offset": n, "epoch": e, "data": "<the text>"}` so
 //! the client can say where it was when it reconnects; binary publications
 //! are written as they are.
 
 use crate::broker::history::{Position, Publication};
+use mlua::{Lua, MultiValue, Table, Value};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -204,6 +208,78 @@ fn with_position(p: &Publication, pos: &Position) -> Message {
         ),
         other => other.clone(),
     }
+}
+
+/// What a subscribe with options tells the script (`docs/lua-api.md`).
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Every publication after `since` was replayed.
+    pub recovered: bool,
+    /// The last position handed to the client (`None`: no history).
+    pub position: Option<Position>,
+    /// Why history could not be read (the channel is joined anyway).
+    pub error: Option<String>,
+}
+
+/// The options of `conn:subscribe(ch, {since = {offset, epoch}, positions})`.
+pub struct SubscribeOptions {
+    pub since: Option<Position>,
+    pub positions: bool,
+}
+
+/// `Some` when called as `conn:subscribe(ch, opts)` (a channel, then a
+/// table that is not a list of channels).
+pub fn subscribe_options(args: &MultiValue) -> Result<Option<(String, SubscribeOptions)>, String> {
+    let (Some(Value::String(ch)), Some(Value::Table(opts)), 2) =
+        (args.front(), args.get(1), args.len())
+    else {
+        return Ok(None);
+    };
+    if opts.raw_len() > 0 {
+        return Ok(None);
+    }
+    let bad = |why: &str| format!("invalid since: {why}; use since = {{offset = n, epoch = e}}");
+    let since = match opts.raw_get::<Value>("since").map_err(|e| e.to_string())? {
+        Value::Nil => None,
+        Value::Table(t) => {
+            let offset = match t.raw_get::<Value>("offset").map_err(|e| e.to_string())? {
+                Value::Integer(n) if n >= 0 => n as u64,
+                Value::Number(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => n as u64,
+                _ => return Err(bad("offset must be a non-negative integer")),
+            };
+            let epoch = match t.raw_get::<Value>("epoch").map_err(|e| e.to_string())? {
+                Value::String(e) if !e.as_bytes().is_empty() => e.to_string_lossy(),
+                _ => return Err(bad("epoch must be a non-empty string")),
+            };
+            Some(Position {
+                offset,
+                epoch: Arc::from(epoch.as_str()),
+            })
+        }
+        _ => return Err(bad("not a table")),
+    };
+    let positions = opts
+        .raw_get::<Option<bool>>("positions")
+        .map_err(|_| "positions must be a boolean".to_string())?
+        .unwrap_or(false);
+    Ok(Some((
+        ch.to_string_lossy(),
+        SubscribeOptions { since, positions },
+    )))
+}
+
+/// `{recovered = bool, offset = n, epoch = e, error = msg}` for the script.
+pub fn recovery_table(lua: &Lua, r: &Recovery) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    t.raw_set("recovered", r.recovered)?;
+    if let Some(p) = &r.position {
+        t.raw_set("offset", p.offset)?;
+        t.raw_set("epoch", &*p.epoch)?;
+    }
+    if let Some(e) = &r.error {
+        t.raw_set("error", e.as_str())?;
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
