@@ -131,6 +131,14 @@ function M.on_handshake(client_id, headers, server, conn)
     return true
 end
 
+-- {"result":true}, or code 9 with the subscribe/unsubscribe error.
+local function answer(conn, err)
+    if err then
+        return fail(conn, 9, err)
+    end
+    reply(conn, { result = true })
+end
+
 local function channel(conn, op, data)
     local channel_raw = data["channel"]
     if type(channel_raw) ~= "string" then
@@ -146,11 +154,7 @@ local function channel(conn, op, data)
     end
     local name = "user:" .. uid_string(uid)
     if op == "unsubscribe" then
-        local err = conn:unsubscribe(name)
-        if err then
-            return fail(conn, 9, err)
-        end
-        return reply(conn, { result = true })
+        return answer(conn, conn:unsubscribe(name))
     end
     -- Recovery (engine.history): with "since" (or the history_positions
     -- option on), the channel is joined with a position and the reply says
@@ -158,11 +162,7 @@ local function channel(conn, op, data)
     local since = data["since"]
     local positions = mix.server.option("history_positions") == "true"
     if since == nil and not positions then
-        local err = conn:subscribe(name)
-        if err then
-            return fail(conn, 9, err)
-        end
-        return reply(conn, { result = true })
+        return answer(conn, conn:subscribe(name))
     end
     if since ~= nil and type(since) ~= "table" then
         return fail(conn, 9, "invalid since: use {\"offset\":n,\"epoch\":\"e\"}")

@@ -163,11 +163,7 @@ async fn a_client_back_with_its_position_gets_exactly_what_it_missed_then_live()
     // The five missed ones, in order, then the answer, then live ones.
     let mut c = Client::connect(&url).await;
     c.send(&subscribe_lua("h:u", &since_lua(1, &epoch))).await;
-    let mut got = Vec::new();
-    for _ in 0..5 {
-        got.push(c.recv().await);
-    }
-    assert_eq!(got, ["m2", "m3", "m4", "m5", "m6"]);
+    assert_eq!(c.recv_n(5).await, ["m2", "m3", "m4", "m5", "m6"]);
     let v = c.recv_json().await;
     assert_eq!(
         v["e"],
@@ -209,11 +205,7 @@ async fn publishes_in_both_windows_of_a_recovery_arrive_once_and_in_order() {
     assert_eq!(publish(&gw, "test-pause:x", "m4").await["offset"], 4);
     assert_eq!(observer.recv().await, "read test-pause:x");
     assert_eq!(publish(&gw, "test-pause:x", "m5").await["offset"], 5);
-    let mut got = Vec::new();
-    for _ in 0..4 {
-        got.push(c.recv().await);
-    }
-    assert_eq!(got, ["m2", "m3", "m4", "m5"]);
+    assert_eq!(c.recv_n(4).await, ["m2", "m3", "m4", "m5"]);
     let v = c.recv_json().await;
     assert_eq!(
         v["e"],

@@ -67,11 +67,7 @@ async fn a_client_on_another_node_recovers_exactly_what_it_missed() {
     // Node B reads the history node A wrote.
     let mut c = Client::connect(&b.url(0)).await;
     c.send(&subscribe("h:u", Some((1, &epoch)))).await;
-    let mut got = Vec::new();
-    for _ in 0..5 {
-        got.push(c.recv().await);
-    }
-    assert_eq!(got, ["m2", "m3", "m4", "m5", "m6"]);
+    assert_eq!(c.recv_n(5).await, ["m2", "m3", "m4", "m5", "m6"]);
     let v = c.recv_json().await;
     assert_eq!(
         v["e"],

@@ -298,14 +298,7 @@ impl Driver<'_> {
                 self.closing_since.is_none() && outbox.poll_overflowed(cx)
             };
             if overflowed && self.closing_since.is_none() {
-                self.conn.metrics().slow_clients_closed.inc();
-                tracing::warn!(client_id = %self.conn.client.id, "slow client: outbound queue full, closing");
-                self.batch.clear();
-                self.start_close(
-                    1013,
-                    "slow client: outbound queue full",
-                    Some("slow client"),
-                );
+                self.close_slow("outbound queue full");
             }
             let had_batch = !self.batch.is_empty();
             if let Some(end) = self.write_batch(cx) {
@@ -409,14 +402,7 @@ impl Driver<'_> {
                         continue;
                     }
                     Gate::Overflow => {
-                        self.conn.metrics().slow_clients_closed.inc();
-                        tracing::warn!(client_id = %self.conn.client.id, "slow client: too many publications held while recovering, closing");
-                        self.batch.clear();
-                        self.start_close(
-                            1013,
-                            "slow client: outbound queue full",
-                            Some("slow client"),
-                        );
+                        self.close_slow("too many publications held while recovering");
                         continue;
                     }
                 }
@@ -509,6 +495,18 @@ impl Driver<'_> {
             self.stalled_since = None;
         }
         None
+    }
+
+    /// Closes a client that cannot keep up (1013), dropping what is queued.
+    fn close_slow(&mut self, why: &str) {
+        self.conn.metrics().slow_clients_closed.inc();
+        tracing::warn!(client_id = %self.conn.client.id, "slow client: {why}, closing");
+        self.batch.clear();
+        self.start_close(
+            1013,
+            "slow client: outbound queue full",
+            Some("slow client"),
+        );
     }
 
     /// Queues our close frame; the loop then waits for the peer's reply.
