@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod queue;
 pub mod script;
+pub mod socketio;
 pub mod worker;
 pub mod ws;
 
@@ -152,21 +153,31 @@ impl Gateway {
         let mut tasks = Vec::new();
         for (i, l) in listeners.into_iter().enumerate() {
             let addr = l.local_addr().expect("bound socket has an address");
+            let cfg = &config.engine.servers[i];
             tracing::info!(
-                "websocket server {} on ws://{addr}{} (entry {})",
+                "{} server {} on {}://{addr}{} (entry {})",
+                cfg.protocol,
                 i,
-                config.engine.servers[i].path(),
-                config
-                    .resolve_entry(&config.engine.servers[i].entry)
-                    .display()
+                if cfg.is_engineio() { "http" } else { "ws" },
+                cfg.path(),
+                config.resolve_entry(&cfg.entry).display()
             );
             server_addrs.push(addr);
-            tasks.push(tokio::spawn(ws::accept_loop(
-                l,
-                servers[i].clone(),
-                workers.clone(),
-                stop.clone(),
-            )));
+            tasks.push(if cfg.is_engineio() {
+                tokio::spawn(socketio::accept_loop(
+                    l,
+                    Arc::new(socketio::SioShared::new(servers[i].clone())),
+                    workers.clone(),
+                    stop.clone(),
+                ))
+            } else {
+                tokio::spawn(ws::accept_loop(
+                    l,
+                    servers[i].clone(),
+                    workers.clone(),
+                    stop.clone(),
+                ))
+            });
         }
         tracing::info!("api server on http://{api_addr}");
         let shutdown_timeout = Duration::from_secs(config.engine.shutdown_timeout.max(1));
