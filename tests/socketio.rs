@@ -1,0 +1,104 @@
+//! Socket.IO servers (`protocol: socketio`) with real clients: the npm
+//! `socket.io-client` (tests/socketio/scenarios.mjs, default transports:
+//! polling, then the upgrade to WebSocket) against the shipped
+//! `lua/entry.socketio.lua` and `lua/examples/socketio_echo.lua`.
+//!
+//! scripts/test.sh installs the node packages (`npm install` in
+//! tests/socketio); without them these tests fail and say so.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::Stdio;
+
+const SECRET: &str = "socketio-test-secret";
+
+fn token(uid: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = connmix::jwt::token_claims(
+        &uid.to_string(),
+        std::time::Duration::from_secs(3600),
+        None,
+        now,
+    )
+    .unwrap();
+    connmix::jwt::sign_hs256(SECRET.as_bytes(), &claims).unwrap()
+}
+
+fn node_tests() -> PathBuf {
+    let dir = repo().join("tests/socketio");
+    assert!(
+        dir.join("node_modules/socket.io-client").exists(),
+        "socket.io-client is not installed: run `npm install` in {} (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// A gateway with the shipped Socket.IO script (server 0) and the echo
+/// example (server 1).
+async fn gateway() -> Gateway {
+    Gateway::start(vec![
+        ServerSpec::socketio(Script::Repo("lua/entry.socketio.lua")).option("jwt_secret", SECRET),
+        ServerSpec::socketio(Script::Repo("lua/examples/socketio_echo.lua")),
+    ])
+    .await
+}
+
+/// Runs one scenario of scenarios.mjs; fails the test with its output.
+async fn scenario(gw: &Gateway, name: &str) {
+    let dir = node_tests();
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("scenarios.mjs"))
+        .arg(name)
+        .current_dir(&dir)
+        .env("SIO_URL", format!("http://127.0.0.1:{}", gw.ports[0]))
+        .env("ECHO_URL", format!("http://127.0.0.1:{}", gw.ports[1]))
+        .env("API_URL", gw.api(""))
+        .env("TOKEN", token(1001))
+        .env("USER_ID", "1001")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("node scenario hung")
+        .expect("node is required for the Socket.IO client tests (scripts/test.sh installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("ok {name}")),
+        "scenario {name} failed ({}):\n{stdout}\n{}\ngateway log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+}
+
+#[tokio::test]
+async fn socketio_client_with_query_token_upgrades_gets_events_and_acks() {
+    let gw = gateway().await;
+    scenario(&gw, "query-token").await;
+}
+
+#[tokio::test]
+async fn socketio_client_with_auth_token_upgrades_and_gets_events() {
+    let gw = gateway().await;
+    scenario(&gw, "auth-token").await;
+}
+
+#[tokio::test]
+async fn socketio_client_with_bad_token_gets_connect_error_with_the_scripts_message() {
+    let gw = gateway().await;
+    scenario(&gw, "bad-token").await;
+}
+
+#[tokio::test]
+async fn socketio_client_binary_events_and_acks_round_trip() {
+    let gw = gateway().await;
+    scenario(&gw, "binary").await;
+}
