@@ -102,3 +102,41 @@ async fn socketio_client_binary_events_and_acks_round_trip() {
     let gw = gateway().await;
     scenario(&gw, "binary").await;
 }
+
+#[tokio::test]
+async fn rooms_of_other_namespaces_are_channels_with_the_namespace_prefix() {
+    let gw = gateway().await;
+    scenario(&gw, "namespaces").await;
+}
+
+/// One publish with `e` reaches a Socket.IO client as the named event and
+/// a raw WebSocket subscriber of the same channel as exactly `d`.
+#[tokio::test]
+async fn raw_websocket_subscribers_still_get_exactly_d() {
+    let raw = "function on_connect(conn) conn:subscribe('user:1001') end";
+    let gw = Gateway::start(vec![
+        ServerSpec::socketio(Script::Repo("lua/entry.socketio.lua")).option("jwt_secret", SECRET),
+        ServerSpec::socketio(Script::Repo("lua/examples/socketio_echo.lua")),
+        ServerSpec::new("/raw", Script::Inline(raw.into())),
+    ])
+    .await;
+    let mut ws = Client::connect(&gw.url(2)).await;
+    eventually(|| async {
+        let subs = gw
+            .call(
+                "/v1/mesh/publish",
+                serde_json::json!({"c": "user:1001", "d": "probe"}),
+            )
+            .await;
+        match subs["r"]["s"].as_u64() {
+            Some(1) => Ok(()),
+            other => Err(format!("raw subscriber not there yet: {other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(ws.recv().await, "probe");
+    scenario(&gw, "auth-token").await;
+    // What the scenario published: a plain publish, then one with `e`.
+    assert_eq!(ws.recv().await, r#"{"hello":"world","n":1}"#);
+    assert_eq!(ws.recv().await, r#"{"user_id":1}"#);
+}

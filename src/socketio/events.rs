@@ -10,12 +10,14 @@
 use super::socketio_packet as sio;
 use crate::lua::conn::EventSink;
 use crate::lua::json;
+use crate::publication::Publication;
 use bytes::Bytes;
 use mlua::{Lua, MultiValue, Table, Value};
 use serde_json::Value as Json;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use tokio::sync::Notify;
 use tungstenite::Message;
 
@@ -220,6 +222,32 @@ pub fn data_argument(data: &Message) -> (Json, Vec<Bytes>) {
     }
 }
 
+/// The namespace a channel's publications go to: `N` for a channel `N#R`
+/// (a room of namespace `N`), else `/`.
+pub fn namespace_of(channel: &str) -> &str {
+    match channel.split_once('#') {
+        Some((ns, _)) if ns.starts_with('/') => ns,
+        _ => "/",
+    }
+}
+
+/// The Socket.IO packets of a publication: event `e` (default `message`) of
+/// the channel's namespace with `d` as its argument.
+pub fn publication_packets(p: &Publication) -> Arc<[Message]> {
+    let (arg, attachments) = data_argument(&p.frame);
+    let event = p.event.as_deref().unwrap_or("message");
+    let text = sio::event(
+        namespace_of(&p.channel),
+        event,
+        &[arg],
+        None,
+        attachments.len(),
+    );
+    std::iter::once(Message::text(text))
+        .chain(attachments.into_iter().map(Message::Binary))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +278,26 @@ mod tests {
         let (back, attachments) = args_to_json(&lua, mv).unwrap();
         assert_eq!(back, args);
         assert_eq!(attachments, bins);
+    }
+
+    #[test]
+    fn publications_are_events_of_the_channels_namespace() {
+        assert_eq!(namespace_of("news"), "/");
+        assert_eq!(namespace_of("/chat#lobby"), "/chat");
+        assert_eq!(namespace_of("a#b"), "/");
+        let mut p = Publication::new("/chat#lobby", Message::text(r#"{"x":1}"#));
+        p.event = Some(Arc::from("notify"));
+        assert_eq!(
+            &publication_packets(&p)[..],
+            &[Message::text(r#"42/chat,["notify",{"x":1}]"#)]
+        );
+        let p = Publication::new("r", Message::Binary(Bytes::from_static(&[1])));
+        let packets = publication_packets(&p);
+        assert_eq!(
+            packets[0],
+            Message::text(r#"451-["message",{"_placeholder":true,"num":0}]"#)
+        );
+        assert_eq!(packets[1], Message::Binary(Bytes::from_static(&[1])));
     }
 
     #[test]

@@ -699,6 +699,22 @@ impl Session {
                     }
                 }
             }
+            Outbound::Publication(p) => {
+                if !self.shared.opts.socketio {
+                    self.io.push(match &p.frame {
+                        Message::Text(t) => eio::text_message(t.as_str()),
+                        other => other.clone(),
+                    });
+                    return;
+                }
+                let ns = events::namespace_of(&p.channel);
+                if self.io.sid_of(ns).is_some() {
+                    let packets = p.socketio.get_or_init(|| events::publication_packets(&p));
+                    for m in packets.iter() {
+                        self.io.push(m.clone());
+                    }
+                }
+            }
             Outbound::Call(mut call) => {
                 let res = self.conn.apply_call(self.vm.lua(), &call);
                 if let Some(reply) = call.reply.take() {

@@ -53,6 +53,10 @@ async function receivesPublish(socket) {
   await publish({ c: `user:${USER_ID}`, d: JSON.stringify({ hello: "world", n: 1 }) });
   const [data] = await got;
   assertEq(data, { hello: "world", n: 1 }, "published event argument");
+  // `e` names the event; `d` is its argument.
+  const named = once(socket, "following notify");
+  await publish({ c: `user:${USER_ID}`, e: "following notify", d: JSON.stringify({ user_id: 1 }) });
+  assertEq((await named)[0], { user_id: 1 }, "event named by e");
 }
 
 /** An event the client emits with an ack callback gets its ack. */
@@ -90,6 +94,24 @@ const scenarios = {
     await refused({ auth: { token: "aaa.bbb.ccc" } }, "Auth failed");
     await refused({ query: { token: "aaa.bbb.ccc" } }, "Auth failed");
     await refused({}, "Missing token");
+  },
+  async namespaces() {
+    // A room of namespace /chat is the channel "/chat#<room>".
+    const main = io(SIO_URL, { auth: { token: TOKEN }, reconnection: false, transports: ["websocket"] });
+    const chat = io(`${SIO_URL}/chat`, { auth: { token: TOKEN }, reconnection: false, transports: ["websocket"] });
+    await Promise.all([once(main, "connect"), once(chat, "connect")]);
+    let leaked = null;
+    main.on("room event", (d) => (leaked = d));
+    const got = once(chat, "room event");
+    await publish({ c: `/chat#user:${USER_ID}`, e: "room event", d: "to chat" });
+    assertEq((await got)[0], "to chat", "event in namespace /chat");
+    // The main namespace's socket got nothing: a later event shows it.
+    const later = once(main, "room event");
+    await publish({ c: `user:${USER_ID}`, e: "room event", d: "to main" });
+    assertEq((await later)[0], "to main", "event in namespace /");
+    assertEq(leaked, "to main", "the /chat event never reached namespace /");
+    main.close();
+    chat.close();
   },
   async binary() {
     const socket = io(ECHO_URL, { reconnection: false });
