@@ -67,6 +67,7 @@ pub struct Gateway {
     workers: Arc<Vec<WorkerHandle>>,
     servers: Vec<Arc<ServerShared>>,
     mesh: Arc<mesh::Mesh>,
+    socketio_rooms: Arc<socketio::target::SocketIoRooms>,
     shutdown_timeout: Duration,
     /// Where the API listens.
     pub api_addr: SocketAddr,
@@ -152,6 +153,7 @@ impl Gateway {
             .expect("bound socket has an address");
         let mut server_addrs = Vec::new();
         let mut tasks = Vec::new();
+        let socketio_rooms = Arc::new(socketio::target::SocketIoRooms::new(mesh.clone()));
         for (i, l) in listeners.into_iter().enumerate() {
             let addr = l.local_addr().expect("bound socket has an address");
             let cfg = &config.engine.servers[i];
@@ -167,7 +169,10 @@ impl Gateway {
             tasks.push(if cfg.is_engineio() {
                 tokio::spawn(socketio::accept_loop(
                     l,
-                    Arc::new(socketio::SioShared::new(servers[i].clone())),
+                    Arc::new(socketio::SioShared::new(
+                        servers[i].clone(),
+                        socketio_rooms.clone(),
+                    )),
                     workers.clone(),
                     stop.clone(),
                 ))
@@ -210,10 +215,17 @@ impl Gateway {
             workers,
             servers,
             mesh,
+            socketio_rooms,
             shutdown_timeout,
             api_addr,
             server_addrs,
         })
+    }
+
+    /// This node's Socket.IO sockets by namespace, room and sid: where
+    /// backends' emits (`engine.emitters`) are delivered.
+    pub fn socketio_rooms(&self) -> &Arc<socketio::target::SocketIoRooms> {
+        &self.socketio_rooms
     }
 
     /// The routing core, for embedding and tests.

@@ -7,7 +7,10 @@
 //! Everything here lives on the session's worker thread (`Rc`, `RefCell`);
 //! other threads reach the session through its outbox only.
 
+use super::Command;
 use super::socketio_packet as sio;
+use super::target::{SocketIoRooms, SocketRef};
+use crate::hub::Client;
 use crate::lua::conn::EventSink;
 use crate::lua::json;
 use crate::publication::Publication;
@@ -18,14 +21,21 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tungstenite::Message;
 
 /// A namespace this session has joined.
 pub struct Namespace {
     pub name: Rc<str>,
     /// The Socket.IO sid of the session's socket in it.
-    pub sid: Rc<str>,
+    pub sid: Arc<str>,
+}
+
+/// Where the session's sockets are registered for backends (the target).
+pub struct Registration {
+    pub rooms: Arc<SocketIoRooms>,
+    pub client: Arc<Client>,
+    pub session: mpsc::Sender<Command>,
 }
 
 /// See the module documentation.
@@ -40,11 +50,23 @@ pub struct SessionIo {
     connecting: RefCell<Option<(Rc<str>, Vec<Message>)>>,
     /// Packets `out` may hold (the server's `outboundQueueSize`).
     capacity: usize,
+    registration: Option<Registration>,
+}
+
+impl Drop for SessionIo {
+    fn drop(&mut self) {
+        if let Some(r) = &self.registration {
+            for n in self.namespaces.borrow().iter() {
+                r.rooms.remove(&n.sid);
+            }
+        }
+    }
 }
 
 impl SessionIo {
-    pub fn new(capacity: usize) -> Rc<Self> {
+    pub fn new(capacity: usize, registration: Option<Registration>) -> Rc<Self> {
         Rc::new(Self {
+            registration,
             out: RefCell::new(VecDeque::new()),
             wake: Notify::new(),
             namespaces: RefCell::new(Vec::new()),
@@ -60,7 +82,7 @@ impl SessionIo {
     }
 
     /// The sid of the session's socket in `ns`, if connected.
-    pub fn sid_of(&self, ns: &str) -> Option<Rc<str>> {
+    pub fn sid_of(&self, ns: &str) -> Option<Arc<str>> {
         self.namespaces
             .borrow()
             .iter()
@@ -75,12 +97,22 @@ impl SessionIo {
 
     /// Ends the connect of the namespace begun last: `Some(sid)` joins it,
     /// answers CONNECT and sends what was held; `None` drops what was held.
-    pub fn end_connect(&self, sid: Option<Rc<str>>) {
+    pub fn end_connect(&self, sid: Option<Arc<str>>) {
         let Some((ns, held)) = self.connecting.borrow_mut().take() else {
             return;
         };
         if let Some(sid) = sid {
             self.push(Message::text(sio::connect_ok(&ns, &sid)));
+            if let Some(r) = &self.registration {
+                r.rooms.add(
+                    sid.clone(),
+                    SocketRef {
+                        client: r.client.clone(),
+                        namespace: Arc::from(&*ns),
+                        session: r.session.clone(),
+                    },
+                );
+            }
             self.namespaces
                 .borrow_mut()
                 .push(Namespace { name: ns, sid });
@@ -93,9 +125,14 @@ impl SessionIo {
     /// Leaves `ns`; whether it was joined.
     pub fn leave(&self, ns: &str) -> bool {
         let mut list = self.namespaces.borrow_mut();
-        let before = list.len();
-        list.retain(|n| &*n.name != ns);
-        list.len() != before
+        let Some(pos) = list.iter().position(|n| &*n.name == ns) else {
+            return false;
+        };
+        let gone = list.remove(pos);
+        if let Some(r) = &self.registration {
+            r.rooms.remove(&gone.sid);
+        }
+        true
     }
 
     /// Queues a packet of namespace `ns` and its attachments, if `ns` is
@@ -254,13 +291,13 @@ mod tests {
 
     #[test]
     fn emits_wait_for_their_namespace_connect() {
-        let io = SessionIo::new(8);
+        let io = SessionIo::new(8, None);
         assert!(io.send_packet("/", "42[\"x\"]".into(), vec![]).is_err());
         io.begin_connect(Rc::from("/"));
         io.send_packet("/", "42[\"auth\",{}]".into(), vec![])
             .unwrap();
         assert!(io.out.borrow().is_empty(), "held until the CONNECT answer");
-        io.end_connect(Some(Rc::from("s1")));
+        io.end_connect(Some(Arc::from("s1")));
         let out: Vec<Message> = io.out.borrow_mut().drain(..).collect();
         assert_eq!(out[0], Message::text(r#"40{"sid":"s1"}"#));
         assert_eq!(out[1], Message::text(r#"42["auth",{}]"#));

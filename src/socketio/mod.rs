@@ -20,6 +20,7 @@ pub mod events;
 pub mod http;
 pub mod session;
 pub mod socketio_packet;
+pub mod target;
 
 use crate::config::SocketIoOptions;
 use crate::worker::{Job, WorkerHandle};
@@ -43,6 +44,8 @@ pub enum Command {
     Fail(&'static str),
     /// An upgraded WebSocket for this session (the upgrade's probe).
     Upgrade(hyper::upgrade::Upgraded),
+    /// A backend disconnects the session's socket in this namespace.
+    Disconnect(String),
 }
 
 /// A session's answer to a polling GET.
@@ -58,16 +61,19 @@ pub struct SioShared {
     pub opts: SocketIoOptions,
     /// Engine.IO sid -> its session's request queue.
     pub sessions: DashMap<Arc<str>, mpsc::Sender<Command>>,
+    /// Every Socket.IO socket of this node, by sid (shared by all servers).
+    pub rooms: Arc<target::SocketIoRooms>,
 }
 
 impl SioShared {
-    pub fn new(server: Arc<ServerShared>) -> Self {
+    pub fn new(server: Arc<ServerShared>, rooms: Arc<target::SocketIoRooms>) -> Self {
         let opts = SocketIoOptions::from_server(server.index, &server.cfg)
             .expect("options were validated when the config was loaded");
         Self {
             server,
             opts,
             sessions: DashMap::new(),
+            rooms,
         }
     }
 

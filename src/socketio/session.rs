@@ -13,7 +13,7 @@
 //! session; nothing else is affected.
 
 use super::engineio_packet::{self as eio, Data, Packet};
-use super::events::{self, SessionIo};
+use super::events::{self, Registration, SessionIo};
 use super::socketio_packet::{self as sio, Kind};
 use super::{Command, Reply, SioShared};
 use crate::hub::Client;
@@ -127,12 +127,19 @@ pub async fn open(
             .inc();
         return Err(refusal);
     }
-    let io = SessionIo::new(srv.cfg.outbound_queue_size);
+    let sid = new_sid();
+    let (tx, rx) = mpsc::channel(super::SESSION_QUEUE);
+    let io = SessionIo::new(
+        srv.cfg.outbound_queue_size,
+        Some(Registration {
+            rooms: shared.rooms.clone(),
+            client: client.clone(),
+            session: tx.clone(),
+        }),
+    );
     if shared.opts.socketio {
         conn.set_events(io.clone());
     }
-    let sid = new_sid();
-    let (tx, rx) = mpsc::channel(super::SESSION_QUEUE);
     shared.sessions.insert(sid.clone(), tx);
     state.mesh.register(client);
     let query = req
@@ -165,7 +172,7 @@ enum Running {
     None,
     /// `on_connect` of a namespace (and the socket's sid): its verdict
     /// answers the CONNECT.
-    Connect(Rc<str>, Rc<str>),
+    Connect(Rc<str>, Arc<str>),
     /// `on_message` of an event with an ack id: unless the script acked,
     /// its return values are the ack.
     Event {
@@ -444,6 +451,11 @@ impl Session {
                 }
             }
             Command::Fail(why) => lp.end = Some(End::error(why)),
+            Command::Disconnect(ns) => {
+                if self.io.leave(&ns) {
+                    self.io.push(Message::text(sio::disconnect(&ns)));
+                }
+            }
             Command::Upgrade(up) => {
                 if lp.ws.is_some() || lp.probe.is_some() {
                     // Already upgraded (or upgrading): this socket is refused.
@@ -579,7 +591,7 @@ impl Session {
                     q.raw_set(k.as_str(), v.as_str()).map_err(lua_err)?;
                 }
                 info.raw_set("query", q).map_err(lua_err)?;
-                let sid: Rc<str> = Rc::from(&*new_sid());
+                let sid = new_sid();
                 info.raw_set("sid", &*sid).map_err(lua_err)?;
                 lp.hook = self.vm.hook(&self.conn, "on_connect", info);
                 if lp.hook.is_some() {
