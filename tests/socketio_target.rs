@@ -104,7 +104,14 @@ async fn emits_reach_exactly_the_rooms_sids_and_namespaces_they_name() {
 
     // No rooms: the whole namespace, less the except rooms (a sid is a room).
     assert_eq!(
-        t.emit("/", "e2", &[json!("x")], vec![], &[], &[a.clone()]),
+        t.emit(
+            "/",
+            "e2",
+            &[json!("x")],
+            vec![],
+            &[],
+            std::slice::from_ref(&a)
+        ),
         1
     );
     assert_eq!(
