@@ -52,8 +52,27 @@ async fn gateway() -> Gateway {
 /// Runs one scenario of scenarios.mjs; fails the test with its output.
 async fn scenario(gw: &Gateway, name: &str) {
     let dir = node_tests();
-    let run = tokio::process::Command::new("node")
-        .arg(dir.join("scenarios.mjs"))
+    run_client(gw, "node", &dir.join("scenarios.mjs"), name).await;
+}
+
+/// Runs one scenario of client_python.py (python-socketio's client).
+async fn python_scenario(gw: &Gateway, name: &str) {
+    let dir = repo().join("tests/socketio");
+    let check = std::process::Command::new("python3")
+        .args(["-c", "import socketio, websocket"])
+        .status()
+        .expect("python3 is required for the python-socketio client tests");
+    assert!(
+        check.success(),
+        "python-socketio is not installed: pip install 'python-socketio[client]' websocket-client (scripts/test.sh does)"
+    );
+    run_client(gw, "python3", &dir.join("client_python.py"), name).await;
+}
+
+async fn run_client(gw: &Gateway, program: &str, script: &std::path::Path, name: &str) {
+    let dir = repo().join("tests/socketio");
+    let run = tokio::process::Command::new(program)
+        .arg(script)
         .arg(name)
         .current_dir(&dir)
         .env("SIO_URL", format!("http://127.0.0.1:{}", gw.ports[0]))
@@ -68,11 +87,11 @@ async fn scenario(gw: &Gateway, name: &str) {
     let out = tokio::time::timeout(std::time::Duration::from_secs(60), run)
         .await
         .expect("node scenario hung")
-        .expect("node is required for the Socket.IO client tests (scripts/test.sh installs it)");
+        .unwrap_or_else(|e| panic!("{program} is required for the Socket.IO client tests (scripts/test.sh installs it): {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains(&format!("ok {name}")),
-        "scenario {name} failed ({}):\n{stdout}\n{}\ngateway log:\n{}",
+        "{program} scenario {name} failed ({}):\n{stdout}\n{}\ngateway log:\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr),
         gw.log()
@@ -139,4 +158,28 @@ async fn raw_websocket_subscribers_still_get_exactly_d() {
     // What the scenario published: a plain publish, then one with `e`.
     assert_eq!(ws.recv().await, r#"{"hello":"world","n":1}"#);
     assert_eq!(ws.recv().await, r#"{"user_id":1}"#);
+}
+
+#[tokio::test]
+async fn python_socketio_client_with_query_token_upgrades_gets_events_and_acks() {
+    let gw = gateway().await;
+    python_scenario(&gw, "query-token").await;
+}
+
+#[tokio::test]
+async fn python_socketio_client_with_auth_token_upgrades_and_gets_events() {
+    let gw = gateway().await;
+    python_scenario(&gw, "auth-token").await;
+}
+
+#[tokio::test]
+async fn python_socketio_client_with_bad_token_gets_the_scripts_message() {
+    let gw = gateway().await;
+    python_scenario(&gw, "bad-token").await;
+}
+
+#[tokio::test]
+async fn python_socketio_client_binary_events_and_acks_round_trip() {
+    let gw = gateway().await;
+    python_scenario(&gw, "binary").await;
 }
