@@ -662,8 +662,10 @@ impl Session {
         match std::mem::replace(&mut _lp.running, Running::None) {
             Running::None => {}
             Running::Connect(ns, sid) => {
+                // A hook that failed refuses: it may have been checking auth.
+                let errored = r.is_none();
                 let mut vals = r.map(|v| v.into_iter()).into_iter().flatten();
-                let refused = match (r_is_refusal(vals.next()), vals.next()) {
+                let refused = match (errored || r_is_refusal(vals.next()), vals.next()) {
                     (false, _) => None,
                     (true, Some(Value::String(s))) => Some((s.to_string_lossy(), vals.next())),
                     (true, Some(Value::Table(t))) => Some(refusal_table(&t)),
