@@ -284,10 +284,9 @@ impl RedisBroker {
                 };
                 let (s, f) = match (frame(data, ftype), self.local()) {
                     (Ok(frame), Some(local)) => local.deliver(&Arc::new(Publication {
-                        channel: ch.into(),
-                        frame,
                         event,
                         position,
+                        ..Publication::new(ch, frame)
                     })),
                     _ => (0, 0),
                 };

@@ -244,15 +244,13 @@ fn entry(ch: &str, epoch: &Arc<str>, (id, fields): Entry) -> Option<Arc<Publicat
             _ => {}
         }
     }
-    Some(Arc::new(Publication {
-        channel: Arc::from(ch),
-        frame: frame(data, ftype).ok()?,
-        event,
-        position: Some(Position {
-            offset,
-            epoch: epoch.clone(),
-        }),
-    }))
+    let mut p = Publication::new(ch, frame(data, ftype).ok()?);
+    p.event = event;
+    p.position = Some(Position {
+        offset,
+        epoch: epoch.clone(),
+    });
+    Some(Arc::new(p))
 }
 
 impl History for RedisHistory {

@@ -31,6 +31,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
+/// What a protocol with named events (Socket.IO) adds to `conn`: the
+/// server implements it and attaches it with [`ConnLocal::set_events`];
+/// plain WebSocket connections have none and `conn:emit` is an error there.
+pub trait EventSink {
+    /// `conn:emit(event, ...)` (namespace `/`) and
+    /// `conn:emit_to(namespace, event, ...)`.
+    fn emit(&self, lua: &Lua, namespace: &str, event: &str, args: MultiValue)
+    -> Result<(), String>;
+}
+
 /// Worker-local state of one connection.
 pub struct ConnLocal {
     pub client: Arc<Client>,
@@ -49,6 +59,8 @@ pub struct ConnLocal {
     hold_interest: RefCell<Option<BoxFuture<'static, ()>>>,
     /// Channels subscribed with a position, and their writer gate.
     pub tracks: Tracks,
+    /// Named events (Socket.IO); `None` on WebSocket servers.
+    events: RefCell<Option<Rc<dyn EventSink>>>,
     ctx: Rc<CtxRef>,
 }
 
@@ -82,6 +94,7 @@ impl ConnLocal {
             script_version: Cell::new(0),
             hold_interest: RefCell::new(None),
             tracks: Tracks::new(ctx.outbound_queue_sizes.get(server).copied().unwrap_or(1)),
+            events: RefCell::new(None),
             ctx,
         });
         let ud = lua.create_userdata(LuaConn {
@@ -90,6 +103,25 @@ impl ConnLocal {
         })?;
         *conn.ud.borrow_mut() = Some(lua.create_registry_value(ud)?);
         Ok(conn)
+    }
+
+    /// Gives the connection named events (`conn:emit`).
+    pub fn set_events(&self, sink: Rc<dyn EventSink>) {
+        *self.events.borrow_mut() = Some(sink);
+    }
+
+    fn emit(
+        &self,
+        lua: &Lua,
+        namespace: &str,
+        event: &str,
+        args: MultiValue,
+    ) -> Result<(), String> {
+        let sink = self.events.borrow().clone();
+        match sink {
+            Some(s) => s.emit(lua, namespace, event, args),
+            None => Err("conn:emit needs a Socket.IO connection (protocol: socketio)".into()),
+        }
     }
 
     pub fn set_env(&self, env: Table) -> mlua::Result<()> {
@@ -120,6 +152,7 @@ impl ConnLocal {
 
     /// Releases every Lua reference so the VM can collect them.
     pub fn release(&self) {
+        self.events.borrow_mut().take();
         for slot in [&self.env, &self.ud, &self.context] {
             if let Some(key) = slot.borrow_mut().take() {
                 let _ = self.lua.remove_registry_value(key);
@@ -183,11 +216,16 @@ impl ConnLocal {
         positions: bool,
     ) -> Result<Recovery, String> {
         let mesh = self.ctx.mesh.clone();
-        if mesh.history_policy(ch).is_none() {
+        // Socket.IO sessions write their own frames: no replay there.
+        let socketio = self.events.borrow().is_some();
+        if socketio || mesh.history_policy(ch).is_none() {
             mesh.subscribe(&self.client, ch)
                 .map_err(|e| e.to_string())?;
             self.hold_until_heard();
-            return Ok(Recovery::default());
+            return Ok(Recovery {
+                error: socketio.then(|| "recovery is for WebSocket servers only".to_string()),
+                ..Default::default()
+            });
         }
         self.tracks.begin(ch, positions);
         if let Err(e) = mesh.subscribe(&self.client, ch) {
@@ -482,6 +520,19 @@ impl UserData for LuaConn {
                         .push(Outbound::Message(msg))
                         .map_err(|e| format!("send failed: {e:?}"))
                 });
+                err_value(lua, r)
+            },
+        );
+        m.add_method("emit", |lua, this, (event, args): (String, MultiValue)| {
+            let r = this.get().and_then(|c| c.emit(lua, "/", &event, args));
+            err_value(lua, r)
+        });
+        m.add_method(
+            "emit_to",
+            |lua, this, (namespace, event, args): (String, String, MultiValue)| {
+                let r = this
+                    .get()
+                    .and_then(|c| c.emit(lua, &namespace, &event, args));
                 err_value(lua, r)
             },
         );

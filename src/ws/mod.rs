@@ -8,7 +8,7 @@
 
 pub mod connection;
 pub mod handshake;
-mod hook_handshake;
+pub mod hook_handshake;
 
 use crate::config::ServerConfig;
 use crate::worker::{Job, WorkerHandle};

@@ -182,12 +182,13 @@ function yamlString(s) {
  * password, roles}]), serverOptions ({name: value}), engineLines (YAML
  * lines under engine:, indented by two spaces).
  */
-export async function startGateway({ auth, users = [], serverOptions = {}, engineLines = [] } = {}) {
+export async function startGateway({ auth, users = [], serverOptions = {}, protocol = "websocket", engineLines = [] } = {}) {
     ensureBinary();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "connmix-js-"));
     const apiPort = await freePort();
     const wsPort = await freePort();
-    const entry = path.join(dir, "entry.websocket.lua");
+    const socketio = protocol === "socketio";
+    const entry = path.join(dir, socketio ? "entry.socketio.lua" : "entry.websocket.lua");
     // The shipped entry script requires modules from its own folder
     // (message_center.lua): copy them beside the generated entry.
     for (const f of fs.readdirSync(path.join(REPO, "lua"))) {
@@ -196,8 +197,10 @@ export async function startGateway({ auth, users = [], serverOptions = {}, engin
         }
     }
     const shipped = fs.readFileSync(path.join(REPO, "lua/entry.websocket.lua"), "utf8");
-    fs.writeFileSync(entry, shipped + "\n" + NOTIFY_LUA);
-    const options = { path: "/chat", ...serverOptions };
+    if (!socketio) {
+        fs.writeFileSync(entry, shipped + "\n" + NOTIFY_LUA);
+    }
+    const options = { path: socketio ? "/socket.io/" : "/chat", ...serverOptions };
     if (auth) {
         options.auth_url ??= auth.url;
         options.test_notify_url ??= auth.notifyUrl;
@@ -218,7 +221,7 @@ export async function startGateway({ auth, users = [], serverOptions = {}, engin
         "  servers:",
         `    - port: ${wsPort}`,
         "      bind: 127.0.0.1",
-        "      protocol: websocket",
+        `      protocol: ${protocol}`,
         `      entry: ${yamlString(entry)}`,
         "      options:",
         ...Object.entries(options).map(([k, v]) => `        - {name: ${k}, value: ${yamlString(v)}}`),
@@ -244,7 +247,7 @@ export async function startGateway({ auth, users = [], serverOptions = {}, engin
         dir,
         apiPort,
         wsPort,
-        url: `ws://127.0.0.1:${wsPort}/chat`,
+        url: socketio ? `http://127.0.0.1:${wsPort}` : `ws://127.0.0.1:${wsPort}/chat`,
         api,
         log: readLog,
         /** POST /v1/mesh/publish; returns the parsed envelope. */
