@@ -221,12 +221,7 @@ mod tests {
     }
 
     fn publication(ch: &str, text: &str) -> Publication {
-        Publication {
-            channel: Arc::from(ch),
-            frame: Message::text(text),
-            event: None,
-            position: None,
-        }
+        Publication::new(ch, Message::text(text))
     }
 
     fn texts(page: &Page) -> Vec<String> {

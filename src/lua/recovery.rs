@@ -287,15 +287,12 @@ mod tests {
     use super::*;
 
     fn p(ch: &str, offset: u64, epoch: &str) -> Arc<Publication> {
-        Arc::new(Publication {
-            channel: Arc::from(ch),
-            frame: Message::text(format!("m{offset}")),
-            event: None,
-            position: Some(Position {
-                offset,
-                epoch: Arc::from(epoch),
-            }),
-        })
+        let mut p = Publication::new(ch, Message::text(format!("m{offset}")));
+        p.position = Some(Position {
+            offset,
+            epoch: Arc::from(epoch),
+        });
+        Arc::new(p)
     }
 
     fn pos(offset: u64) -> Position {
