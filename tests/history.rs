@@ -125,6 +125,10 @@ async fn bad_history_requests_get_their_documented_codes_and_change_nothing() {
         code(read(json!({"c": "h:a", "since": {"offset": 0, "epoch": "other"}})).await),
         503
     );
+    assert_eq!(
+        code(read(json!({"c": "h:a", "since": {"offset": u64::MAX, "epoch": epoch}})).await),
+        502
+    );
     assert_eq!(code(read(json!({"limit": 1})).await), 101);
     assert_eq!(code(read(json!({"c": "h:a", "limit": "x"})).await), 101);
     let (status, text) = gw.post_raw("/v1/history", "{not json").await;

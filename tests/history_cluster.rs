@@ -136,6 +136,13 @@ async fn after_redis_restarts_empty_a_client_is_told_it_did_not_recover() {
         )
         .await;
     assert_eq!(h["E"]["c"], 503, "{h}");
+    let h = b
+        .call(
+            "/v1/history",
+            json!({"c": "h:r", "since": {"offset": u64::MAX, "epoch": new_epoch}}),
+        )
+        .await;
+    assert_eq!(h["E"]["c"], 502, "{h}");
     assert_eq!(publish(&a, "h:r", "live").await["s"], 1);
     assert_eq!(c.recv().await, "live");
 }

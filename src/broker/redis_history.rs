@@ -189,7 +189,7 @@ impl RedisHistory {
         if let Some(e) = b.down() {
             return Err(unavailable(e.to_string()));
         }
-        let from = since.as_ref().map_or(0, |s| s.offset + 1);
+        let from = since.as_ref().map_or(0, |s| s.offset.saturating_add(1));
         let mut invocation = READ_SCRIPT.key(self.stream_key(ch));
         invocation
             .key(self.meta_key(ch))

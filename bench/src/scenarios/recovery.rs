@@ -77,7 +77,7 @@ pub async fn run(args: RecoveryArgs) -> anyhow::Result<RunResult> {
         let before = used_memory(redis).await?;
         for i in 0..args.channels {
             for _ in 0..args.per_channel {
-                api.publish(&format!("user:mem{i}"), &data)
+                api.publish(&format!("user:mem{}-{i}", args.per_channel), &data)
                     .await
                     .map_err(|e| anyhow!(e))?;
             }
