@@ -9,6 +9,9 @@
 pub mod connection;
 pub mod handshake;
 mod hook_handshake;
+#[cfg(test)]
+mod memory_tests;
+mod upgrade;
 
 use crate::config::ServerConfig;
 use crate::worker::{Job, WorkerHandle};
