@@ -94,7 +94,7 @@ pub async fn accept_loop(
         };
         let srv = server.clone();
         worker.submit(Job::new(move |state| {
-            Box::pin(connection::serve(state, std_stream, peer, srv))
+            connection::serve(state, std_stream, peer, srv)
         }));
     }
 }
