@@ -54,7 +54,8 @@ pub struct ConnLocal {
     pub script_version: Cell<u64>,
     /// Cluster: what this connection's next frames wait for (the broker
     /// hearing its latest channels), set by `conn:subscribe`.
-    hold_interest: RefCell<Option<BoxFuture<'static, ()>>>,
+    /// (A `Cell`, not a `RefCell`: 8 bytes less in every connection.)
+    hold_interest: Cell<Option<BoxFuture<'static, ()>>>,
     /// Named events (Socket.IO); `None` on WebSocket servers.
     events: RefCell<Option<Rc<dyn EventSink>>>,
     ctx: Rc<CtxRef>,
@@ -86,7 +87,7 @@ impl ConnLocal {
             context: RefCell::new(None),
             context_changed: Notify::new(),
             script_version: Cell::new(0),
-            hold_interest: RefCell::new(None),
+            hold_interest: Cell::new(None),
             events: RefCell::new(None),
             ctx,
         });
@@ -195,13 +196,13 @@ impl ConnLocal {
     /// publish the client's reply prompts is never missed. No-op on one node.
     fn hold_until_heard(&self) {
         if let Some(wait) = self.ctx.mesh.until_heard() {
-            *self.hold_interest.borrow_mut() = Some(wait);
+            self.hold_interest.set(Some(wait));
         }
     }
 
     /// The wait set by `hold_until_heard`, taken once.
     pub fn take_hold(&self) -> Option<BoxFuture<'static, ()>> {
-        self.hold_interest.borrow_mut().take()
+        self.hold_interest.take()
     }
 
     /// Applies a remote `conn.call`.
