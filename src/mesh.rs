@@ -13,7 +13,7 @@
 //! worker and a "first join" on another reach the broker in the order the
 //! hub saw them.
 
-use crate::broker::{BoxFuture, Broker, BrokerError, Local, LocalError, NodeInfo};
+use crate::broker::{BoxFuture, Broker, BrokerError, Claim, Local, LocalError, NodeInfo};
 use crate::client_id::{ClientId, node_of};
 use crate::hub::{Client, Delivery, Hub, SubscribeError};
 use crate::metrics::Metrics;
@@ -22,7 +22,7 @@ use crate::queue::Queues;
 use parking_lot::{Mutex, MutexGuard};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tungstenite::Message;
 
 /// Stripes of the per-channel lock: channels share a stripe by hash, so
@@ -256,6 +256,17 @@ impl Mesh {
     /// Every live node (just this one on a single node).
     pub fn nodes(&self) -> Vec<NodeInfo> {
         self.broker.nodes()
+    }
+
+    /// Claims a publish's idempotency key in `scope` cluster-wide (see
+    /// [`crate::broker::idempotency`]).
+    pub async fn claim(&self, scope: &str, key: &str, ttl: Duration) -> Claim {
+        self.broker.claim(scope, key, ttl).await
+    }
+
+    /// Records the answer of the publish that claimed `key`.
+    pub async fn settle(&self, scope: &str, key: &str, answer: String, ttl: Duration) {
+        self.broker.settle(scope, key, answer, ttl).await
     }
 
     /// Leaves the cluster at once (clean shutdown).

@@ -1,5 +1,5 @@
 //! HTTP routing of the API port: `docs/http-api.md` (`/v1/mesh/publish`,
-//! `/v1/mesh/send`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
+//! `/v1/mesh/send`, `/v1/mesh/batch`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
 //! each behind [`super::access`]; the web pages (`/demo`, `/console`,
 //! `/v1/stats`, ...) are [`super::web`]'s.
 //!
@@ -43,7 +43,9 @@ fn method_not_allowed(allow: &str) -> Response<Body> {
 /// The role a route needs, and the method it takes; `None` for unknown paths.
 fn route(path: &str) -> Option<(Role, Method)> {
     match path {
-        "/v1/mesh/publish" | "/v1/mesh/send" => Some((Role::Write, Method::POST)),
+        "/v1/mesh/publish" | "/v1/mesh/send" | "/v1/mesh/batch" => {
+            Some((Role::Write, Method::POST))
+        }
         "/ws/v1" => Some((Role::Write, Method::GET)),
         "/metrics" => Some((Role::Read, Method::GET)),
         "/v1/mesh/nodes" => Some((Role::Read, Method::GET)),
@@ -125,11 +127,12 @@ pub async fn handle(
                     return json_response(&ops::envelope(&Err(e)));
                 }
             };
-            let result = if path == "/v1/mesh/publish" {
-                ops::publish(&state.mesh, &params).await
-            } else {
-                ops::send(&state.mesh, &params).await
+            let method = match path.as_str() {
+                "/v1/mesh/publish" => "mesh.publish",
+                "/v1/mesh/batch" => "mesh.batch",
+                _ => "mesh.send",
             };
+            let result = ops::dispatch(&state, method, &params).await;
             count(&state, &path, result.as_ref().map(|_| ()));
             json_response(&ops::envelope(&result))
         }

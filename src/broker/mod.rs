@@ -15,11 +15,13 @@
 //! kind ([`Broker::queue_store`]).
 
 pub mod deadline;
+pub mod idempotency;
 pub mod interest;
 pub mod membership;
 pub mod memory;
 pub mod redis;
 pub mod redis_connect;
+pub mod redis_idempotency;
 pub mod redis_queue;
 pub mod requests;
 pub mod subscriber;
@@ -35,8 +37,11 @@ use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
+
+pub use idempotency::Claim;
 
 /// A boxed future, for the seam's async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -155,6 +160,18 @@ pub trait Broker: Send + Sync {
     fn nodes(&self) -> Vec<NodeInfo>;
     /// Leaves the cluster at once (clean shutdown).
     fn leave(&self) -> BoxFuture<'_, ()>;
+    /// Claims the publish key `key` in `scope` (a channel or a channel
+    /// list) cluster-wide, for `ttl`; see [`idempotency`].
+    fn claim<'a>(&'a self, scope: &'a str, key: &'a str, ttl: Duration) -> BoxFuture<'a, Claim>;
+    /// Records `answer` (JSON) as the result of the publish that claimed
+    /// `key`, for `ttl`.
+    fn settle<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        answer: String,
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()>;
 }
 
 /// Why the broker could not start.
@@ -182,7 +199,11 @@ pub async fn open(
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn Broker>, OpenError> {
     if !clustered {
-        return Ok(memory::MemoryBroker::new(1, metrics));
+        return Ok(memory::MemoryBroker::new(
+            1,
+            metrics,
+            engine.idempotency_max_keys,
+        ));
     }
     let cfg = engine.cluster.clone().ok_or(OpenError::NoCluster)?;
     Ok(redis::RedisBroker::open(cfg, metrics).await?)

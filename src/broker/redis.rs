@@ -18,7 +18,7 @@
 //! [`super::requests`], connecting and key names in
 //! [`super::redis_connect`], the subscription link and the heartbeat in
 //! [`super::subscriber`] and [`super::membership`], the cluster queues in
-//! [`super::redis_queue`].
+//! [`super::redis_queue`], idempotency keys in [`super::redis_idempotency`].
 
 use super::deadline::RedisClock;
 use super::interest::{PendingInterest, Target};
@@ -26,7 +26,8 @@ pub use super::redis_connect::{Names, connect, url};
 use super::sync::SyncState;
 use super::wire::{AckStatus, Wire};
 use super::{
-    BoxFuture, Broker, BrokerError, ConnectError, Local, LocalError, NodeInfo, RemoteDelivery,
+    BoxFuture, Broker, BrokerError, Claim, ConnectError, Local, LocalError, NodeInfo,
+    RemoteDelivery,
 };
 use crate::client_id::ClientId;
 use crate::config::ClusterConfig;
@@ -475,5 +476,19 @@ impl Broker for RedisBroker {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(super::membership::leave(self))
+    }
+
+    fn claim<'a>(&'a self, scope: &'a str, key: &'a str, _ttl: Duration) -> BoxFuture<'a, Claim> {
+        Box::pin(self.claim_key(scope, key))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        answer: String,
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.settle_key(scope, key, answer, ttl))
     }
 }
