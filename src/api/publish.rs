@@ -12,6 +12,7 @@ use super::ApiState;
 use super::ops::{ApiError, code, data_frame, object};
 use crate::broker::Claim;
 use crate::mesh::{Mesh, Published};
+use crate::publication::Publication;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +107,7 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
 
 /// Publishes `msg` to every channel of `chans` and answers the summed counts.
 async fn deliver(mesh: &Arc<Mesh>, chans: &[String], msg: Message) -> Value {
-    let outs = futures_util::future::join_all(chans.iter().map(|ch| mesh.publish(ch, msg.clone())));
+    let outs = futures_util::future::join_all(chans.iter().map(|ch| mesh.publish(Arc::new(Publication::new(ch, msg.clone())))));
     let mut sum = Published::default();
     for out in outs.await {
         sum.delivery.success += out.delivery.success;
