@@ -18,6 +18,7 @@ use crate::client_id::{ClientId, node_of};
 use crate::hub::{Client, Delivery, Hub, SubscribeError};
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound, PushError};
+use crate::presence::Presence;
 use crate::publication::Publication;
 use crate::queue::Queues;
 use parking_lot::{Mutex, MutexGuard};
@@ -259,6 +260,17 @@ impl Mesh {
         self.broker.nodes()
     }
 
+    /// Who is subscribed to `ch` on every node: connections (their client
+    /// ids when `ids`) and distinct users; nodes that did not answer in
+    /// time are named in `missing`.
+    pub async fn presence(&self, ch: &str, ids: bool) -> Presence {
+        let local = self.hub.presence(ch, ids);
+        match self.broker.presence(ch, ids) {
+            None => local,
+            Some(remote) => Presence::combine([local, remote.await]),
+        }
+    }
+
     /// Claims a publish's idempotency key in `scope` cluster-wide (see
     /// [`crate::broker::idempotency`]).
     pub async fn claim(&self, scope: &str, key: &str, ttl: Duration) -> Claim {
@@ -357,6 +369,10 @@ impl Local for LocalNode {
 
     fn channel_count(&self) -> u64 {
         self.hub.channel_count() as u64
+    }
+
+    fn presence(&self, ch: &str, ids: bool) -> Presence {
+        self.hub.presence(ch, ids)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod http;
 pub mod lookup;
 pub mod ops;
 pub mod origin;
+pub mod presence;
 pub mod publish;
 pub mod response;
 pub mod stall;

@@ -161,6 +161,8 @@ pub async fn single(state: &ApiState, method: &str, params: &Value) -> Result<Va
         "mesh.publish" => super::publish::publish(state, params).await,
         "mesh.send" => send(mesh, params).await,
         "conn.call" => call(mesh, params).await,
+        "presence" => super::presence::presence(state, params).await,
+        "presence_stats" => super::presence::stats(state, params).await,
         "mesh.batch" => Err(ApiError::invalid("a batch cannot contain mesh.batch")),
         "" => Err(ApiError::invalid("missing m (method)")),
         other => Err(ApiError::invalid(format!("unknown method {other:?}"))),

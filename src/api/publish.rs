@@ -107,7 +107,11 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
 
 /// Publishes `msg` to every channel of `chans` and answers the summed counts.
 async fn deliver(mesh: &Arc<Mesh>, chans: &[String], msg: Message) -> Value {
-    let outs = futures_util::future::join_all(chans.iter().map(|ch| mesh.publish(Arc::new(Publication::new(ch, msg.clone())))));
+    let outs = futures_util::future::join_all(
+        chans
+            .iter()
+            .map(|ch| mesh.publish(Arc::new(Publication::new(ch, msg.clone())))),
+    );
     let mut sum = Published::default();
     for out in outs.await {
         sum.delivery.success += out.delivery.success;

@@ -8,6 +8,7 @@ use super::{BoxFuture, Broker, BrokerError, Local, NodeInfo, RemoteDelivery};
 use crate::client_id::ClientId;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::presence::Presence;
 use crate::publication::Publication;
 use crate::queue::local::LocalQueues;
 use crate::queue::{QueueLimits, QueueStore};
@@ -87,6 +88,10 @@ impl Broker for MemoryBroker {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    fn presence<'a>(&'a self, _ch: &'a str, _ids: bool) -> Option<BoxFuture<'a, Presence>> {
+        None
     }
 
     fn claim<'a>(&'a self, scope: &'a str, key: &'a str, ttl: Duration) -> BoxFuture<'a, Claim> {

@@ -7,6 +7,11 @@
 //! through [`Local`], which the mesh implements, so a broker never reaches
 //! into the hub, the outboxes or the queues.
 //!
+//! Presence in a cluster is asked of the nodes with subscribers of the
+//! channel, at the moment it is asked (nothing is stored per subscriber): a
+//! node that dies stops answering at once, and stops being expected once
+//! its heartbeat expires.
+//!
 //! Engines: [`memory::MemoryBroker`] (`dev`/`single`: the node is the whole
 //! mesh, nothing external) and [`redis::RedisBroker`] (`engine`: nodes share
 //! one Redis). [`open`] picks one from the config; nothing outside this module
@@ -22,6 +27,7 @@ pub mod memory;
 pub mod redis;
 pub mod redis_connect;
 pub mod redis_idempotency;
+pub mod redis_presence;
 pub mod redis_queue;
 pub mod requests;
 pub mod subscriber;
@@ -32,6 +38,7 @@ use crate::client_id::ClientId;
 use crate::config::EngineConfig;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::presence::Presence;
 use crate::publication::Publication;
 use crate::queue::{QueueLimits, QueueStore};
 use serde::Serialize;
@@ -123,6 +130,8 @@ pub trait Local: Send + Sync {
     fn client_count(&self) -> u64;
     /// Channels with local subscribers now.
     fn channel_count(&self) -> u64;
+    /// The local presence of `ch` (client ids only when `ids`).
+    fn presence(&self, ch: &str, ids: bool) -> Presence;
 }
 
 /// The cluster as the mesh sees it (see the module documentation).
@@ -161,6 +170,11 @@ pub trait Broker: Send + Sync {
     fn nodes(&self) -> Vec<NodeInfo>;
     /// Leaves the cluster at once (clean shutdown).
     fn leave(&self) -> BoxFuture<'_, ()>;
+    /// Asks the other nodes for their presence in `ch` (client ids only
+    /// when `ids`) and collects what they answer before the publish
+    /// deadline; nodes that do not answer are named in `missing`. `None`
+    /// when there is no other node to ask.
+    fn presence<'a>(&'a self, ch: &'a str, ids: bool) -> Option<BoxFuture<'a, Presence>>;
     /// Claims the publish key `key` in `scope` (a channel or a channel
     /// list) cluster-wide, for `ttl`; see [`idempotency`].
     fn claim<'a>(&'a self, scope: &'a str, key: &'a str, ttl: Duration) -> BoxFuture<'a, Claim>;
