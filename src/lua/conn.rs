@@ -41,7 +41,6 @@ pub fn user_id(v: &Value) -> Option<Arc<str>> {
         Value::String(s) => s.to_str().ok()?.to_string(),
         Value::Integer(i) => i.to_string(),
         Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => format!("{}", *n as i64),
-        Value::Number(n) if n.is_finite() => n.to_string(),
         _ => return None,
     };
     (!s.is_empty() && s.len() <= MAX_USER_LEN).then(|| Arc::from(s))
