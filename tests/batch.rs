@@ -48,8 +48,7 @@ async fn a_batch_of_1000_personal_publishes_reaches_1000_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_answers_each_request_in_order_and_an_error_stops_nothing() {
     let gw = Gateway::start(vec![probe("/p", "")]).await;
-    let mut a = Client::connect(&gw.url(0)).await;
-    a.eval("return (...):subscribe('news')").await;
+    let mut a = Client::subscribed(&gw.url(0), "'news'").await;
     let id = a.id().await;
     let batch = json!([
         {"m": "mesh.publish", "p": {"c": "news", "d": "first"}},
@@ -123,10 +122,8 @@ async fn a_batch_over_max_batch_is_106_and_runs_nothing() {
 async fn publish_to_a_channel_list_sums_the_counts() {
     let gw =
         Gateway::start_with(vec![probe("/p", "")], "apiServer.maxPublishChannels: 3", "").await;
-    let mut a = Client::connect(&gw.url(0)).await;
-    let mut b = Client::connect(&gw.url(0)).await;
-    a.eval("return (...):subscribe('x')").await;
-    b.eval("return (...):subscribe('x', 'y')").await;
+    let mut a = Client::subscribed(&gw.url(0), "'x'").await;
+    let mut b = Client::subscribed(&gw.url(0), "'x', 'y'").await;
     let v = gw
         .call(
             "/v1/mesh/publish",

@@ -49,10 +49,8 @@ impl Monitor {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_key_answers_the_first_result_and_delivers_nothing() {
     let gw = Gateway::start(vec![probe("/p", "")]).await;
-    let mut a = Client::connect(&gw.url(0)).await;
-    let mut b = Client::connect(&gw.url(0)).await;
-    a.eval("return (...):subscribe('news')").await;
-    b.eval("return (...):subscribe('news')").await;
+    let mut a = Client::subscribed(&gw.url(0), "'news'").await;
+    let mut b = Client::subscribed(&gw.url(0), "'news'").await;
     let first = gw
         .call(
             "/v1/mesh/publish",
@@ -121,8 +119,7 @@ async fn a_retried_key_answers_the_first_result_and_delivers_nothing() {
 #[tokio::test]
 async fn a_key_that_is_not_a_short_string_is_101() {
     let gw = Gateway::start(vec![probe("/p", "")]).await;
-    let mut a = Client::connect(&gw.url(0)).await;
-    a.eval("return (...):subscribe('news')").await;
+    let mut a = Client::subscribed(&gw.url(0), "'news'").await;
     for k in [json!(7), json!(""), json!({"a": 1}), json!("x".repeat(257))] {
         let v = gw
             .call("/v1/mesh/publish", json!({"c": "news", "d": "bad", "k": k}))
@@ -140,10 +137,8 @@ async fn the_same_key_on_two_nodes_delivers_once_with_the_same_answer() {
     let b = Gateway::start_node(vec![probe("/p", "")], &redis, "idem").await;
     a.wait_nodes(2).await;
     b.wait_nodes(2).await;
-    let mut on_a = Client::connect(&a.url(0)).await;
-    let mut on_b = Client::connect(&b.url(0)).await;
-    on_a.eval("return (...):subscribe('news')").await;
-    on_b.eval("return (...):subscribe('news')").await;
+    let mut on_a = Client::subscribed(&a.url(0), "'news'").await;
+    let mut on_b = Client::subscribed(&b.url(0), "'news'").await;
 
     let first = a
         .call(
@@ -171,8 +166,7 @@ async fn a_duplicate_waits_for_the_running_publish_or_answers_120() {
     let redis = RedisServer::start().await;
     // publishTimeoutMs 300: a duplicate waits 1.3 s at most.
     let gw = Gateway::start_node_with(vec![probe("/p", "")], &redis, "run", 300, Vec::new()).await;
-    let mut c = Client::connect(&gw.url(0)).await;
-    c.eval("return (...):subscribe('news')").await;
+    let mut c = Client::subscribed(&gw.url(0), "'news'").await;
     // Another node has claimed k-run and not answered yet (its marker).
     let key = redis_key("run", "news", "k-run");
     redis.query::<()>(&["SET", &key, "?", "PX", "60000"]).await;

@@ -41,7 +41,7 @@ async fn presence_on_one_node_lists_clients_and_distinct_users() {
     let mut a = Client::connect(&gw.url(0)).await;
     let mut b = Client::connect(&gw.url(0)).await;
     let mut c = Client::connect(&gw.url(0)).await;
-    let mut anon = Client::connect(&gw.url(0)).await;
+    let mut anon = Client::subscribed(&gw.url(0), "'room'").await;
     // Three ways to set the user: a number, a string, a whole context.
     a.eval("local c = ... ; c:set_context_value('uid', 1001); return c:subscribe('room')")
         .await;
@@ -49,7 +49,6 @@ async fn presence_on_one_node_lists_clients_and_distinct_users() {
         .await;
     c.eval("local c = ... ; c:set_context({uid = 'u2'}); return c:subscribe('room')")
         .await;
-    anon.eval("return (...):subscribe('room')").await;
     let all = ids(vec![
         a.id().await,
         b.id().await,
@@ -169,8 +168,7 @@ async fn presence_across_three_nodes_and_a_killed_node_leaves_it() {
         clients.push(c);
     }
     // A client elsewhere does not count.
-    let mut other = Client::connect(&nodes[1].url(0)).await;
-    other.eval("return (...):subscribe('hall')").await;
+    let mut other = Client::subscribed(&nodes[1].url(0), "'hall'").await;
 
     for n in &nodes {
         let v = get(n, "/v1/presence?c=room").await;
