@@ -205,3 +205,28 @@ async fn a_duplicate_waits_for_the_running_publish_or_answers_120() {
     gw.publish("news", "next").await;
     assert_eq!(c.recv().await, "next");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_key_store_delivers_nothing_and_answers_120() {
+    let redis = RedisServer::start().await;
+    let gw = Gateway::start_node_with(vec![probe("/p", "")], &redis, "down", 300, Vec::new()).await;
+    let mut c = Client::subscribed(&gw.url(0), "'news'").await;
+    redis.pause();
+    let v = gw
+        .call(
+            "/v1/mesh/publish",
+            json!({"c": "news", "d": "undecided", "k": "k-down"}),
+        )
+        .await;
+    redis.resume();
+    assert_eq!(v["E"]["c"], 120, "{v}");
+    // Not even the local subscriber got it; the key is still free.
+    let v = gw
+        .call(
+            "/v1/mesh/publish",
+            json!({"c": "news", "d": "decided", "k": "k-down"}),
+        )
+        .await;
+    assert_eq!(v["r"]["s"], 1, "{v}");
+    assert_eq!(c.recv().await, "decided");
+}

@@ -208,4 +208,11 @@ async fn presence_across_three_nodes_and_a_killed_node_leaves_it() {
     .await;
     let v = get(&nodes[1], "/v1/presence/stats?c=room").await;
     assert_eq!(v["r"], json!({"count": 2, "users": 1}), "{v}");
+
+    // Redis stalls: a node answers its own part and says why that is all.
+    redis.pause();
+    let v = get(&nodes[1], "/v1/presence/stats?c=room").await;
+    redis.resume();
+    assert_eq!(v["r"]["count"], 1, "{v}");
+    assert!(v["r"]["error"].is_string(), "{v}");
 }
