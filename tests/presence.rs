@@ -168,7 +168,7 @@ async fn presence_across_three_nodes_and_a_killed_node_leaves_it() {
         clients.push(c);
     }
     // A client elsewhere does not count.
-    let mut other = Client::subscribed(&nodes[1].url(0), "'hall'").await;
+    let _other = Client::subscribed(&nodes[1].url(0), "'hall'").await;
 
     for n in &nodes {
         let v = get(n, "/v1/presence?c=room").await;

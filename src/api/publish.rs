@@ -107,6 +107,9 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
 
 /// Publishes `msg` to every channel of `chans` and answers the summed counts.
 async fn deliver(mesh: &Arc<Mesh>, chans: &[String], msg: Message) -> Value {
+    if let [ch] = chans {
+        return answer(&mesh.publish(Arc::new(Publication::new(ch, msg))).await);
+    }
     let outs = futures_util::future::join_all(
         chans
             .iter()
