@@ -25,7 +25,7 @@ use super::history::{
     Appended, Deliver, History, HistoryError, Page, Position, Publication, check_since, new_epoch,
 };
 use super::redis::RedisBroker;
-use super::requests::{AUDIENCE_LUA, Audience, PUBLISH_EXPIRED, PUBLISH_TIMED_OUT};
+use super::requests::{AUDIENCE_LUA, Audience, PUBLISH_TIMED_OUT, ViewRead};
 use super::wire::history_publish_head;
 use crate::config::HistoryConfig;
 use crate::frame::{FrameType, frame, parts};
@@ -43,16 +43,17 @@ if not e then
 end
 "#;
 
-/// Appends and publishes. Keys: 1 the channel's pub/sub channel, 2..5 the
-/// audience keys, 6 the stream, 7 the meta hash. Args: 1 the wire head
-/// (everything before the position), 2 deadline, 3 seen epoch, 4 data,
-/// 5 frame type, 6 event, 7 historySize, 8 historyTtl, 9 metaTtl,
-/// 10 a new epoch (used if none), 11.. the live view. Returns
-/// `{receivers, members, unsynced, offset, epoch}`.
+/// Appends and publishes unless the deadline passed (a late publish must
+/// not land in history either). Keys: 1 the channel's pub/sub channel,
+/// 2..6 the audience keys, 7 the stream, 8 the meta hash. Args: 1 the wire
+/// head (everything before the position), 2 deadline, 3 the node-view
+/// token, 4 data, 5 frame type, 6 event, 7 historySize, 8 historyTtl,
+/// 9 metaTtl, 10 a new epoch (used if none). Returns `{receivers,
+/// members, view, offset, epoch}`.
 static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(&with_deadline(
         &format!(
-            r#"local ks, km, new_e = KEYS[6], KEYS[7], ARGV[10]
+            r#"local ks, km, new_e = KEYS[7], KEYS[8], ARGV[10]
 {ENSURE_EPOCH_LUA}
 local off = redis.call('HINCRBY', km, 's', 1)
 redis.call('XADD', ks, 'MAXLEN', '=', ARGV[7], off .. '-0', 'd', ARGV[4], 't', ARGV[5], 'e', ARGV[6])
@@ -64,11 +65,11 @@ local function le64(n)
   return table.concat(b)
 end
 local n = redis.call('PUBLISH', KEYS[1], ARGV[1] .. le64(off) .. string.char(#e % 256, math.floor(#e / 256)) .. e .. ARGV[4])
-local live_from = 11
+local token = ARGV[3]
 {AUDIENCE_LUA}
-return {{n, members, unsynced, off, e}}"#
+return {{n, members, view, off, e}}"#
         ),
-        "{-1, {}, {}, 0, ''}",
+        "{-1, {}, false, 0, ''}",
     ))
 });
 
@@ -138,30 +139,33 @@ impl RedisHistory {
             .key(self.meta_key(ch))
             .arg(head.as_ref())
             .arg(request.deadline)
-            .arg(b.sync.seen_epoch())
+            .arg(b.sync.view().generation.as_str())
             .arg(data.as_ref())
             .arg(if ftype == FrameType::Binary { "1" } else { "0" })
             .arg(p.event.as_deref().unwrap_or(""))
             .arg(policy.history_size)
             .arg(policy.history_ttl)
             .arg(policy.meta_ttl)
-            .arg(&*new_epoch())
-            .arg(b.live_view());
+            .arg(&*new_epoch());
         let mut cmd = b.cmd.clone();
-        let invoked = invocation.invoke_async::<(i64, Vec<u32>, Vec<u32>, u64, String)>(&mut cmd);
-        let (receivers, members, unsynced, offset, epoch) =
+        let invoked =
+            invocation.invoke_async::<(i64, Vec<u32>, Option<ViewRead>, u64, String)>(&mut cmd);
+        let (receivers, members, read, offset, epoch) =
             match tokio::time::timeout_at(request.until, invoked).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return failed(format!("history unavailable: {e}")),
                 Err(_) => return failed(PUBLISH_TIMED_OUT.into()),
             };
         if receivers == EXPIRED {
-            return failed(PUBLISH_EXPIRED.into());
+            return failed(
+                "history unavailable: Redis took the publish after its deadline; nobody got it"
+                    .into(),
+            );
         }
         let audience = Audience {
             receivers,
             members,
-            unsynced,
+            read,
             with_self: true,
         };
         let remote = b.collect_reports(audience, &mut request).await;

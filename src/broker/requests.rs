@@ -4,14 +4,14 @@
 //!   should have reported and did not, or whose subscriptions may be missing
 //!   (not marked synced, see [`super::sync`]), is named in `missing`;
 //! - a request that this node answers as failed is not carried out later:
-//!   it carries a deadline that Redis and the receiving node enforce (see
-//!   [`super::deadline`]);
+//!   it carries a deadline that the receiving node enforces, and for a send
+//!   or call Redis as well (see [`super::deadline`]);
 //! - a send or call whose confirmation did not come back in time says that
 //!   it may have been carried out (before its deadline, never after).
 
 use super::deadline::{EXPIRED, with_deadline};
 use super::redis::RedisBroker;
-use super::sync::{epoch_key, synced_key};
+use super::sync::{SyncView, epoch_key, generation_key, synced_key};
 use super::wire::{AckStatus, Wire};
 use super::{BrokerError, RemoteDelivery};
 use crate::client_id::{ClientId, node_of};
@@ -19,42 +19,43 @@ use crate::frame::{FrameType, parts};
 use crate::publication::Publication;
 use bytes::Bytes;
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// Publishes (unless the deadline `ARGV[2]` passed) and returns the number
-/// of receiving links, the nodes registered for the channel, and the nodes
-/// whose subscriptions are not known to be in place: members of `p:nodes`,
-/// plus, when the epoch is no longer `ARGV[3]` (Redis lost its data since
-/// the publisher's last heartbeat), the publisher's live view `ARGV[4..]`.
+/// Publishes and returns the number of receiving links and the nodes
+/// registered for the channel; plus, unless `p:syncgen` still holds the
+/// publisher's token `ARGV[2]`, what it needs to see which nodes'
+/// subscriptions are in place: `{generation, members of p:nodes not in
+/// p:synced, members of p:synced, epoch}` (see [`super::sync`]).
+///
+/// No `TIME` check here (it cost more than the rest of the script): a late
+/// publish is dropped by every receiving node past its deadline.
 static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&with_deadline(
-        &format!(
-            "local n = redis.call('PUBLISH', KEYS[1], ARGV[1])\nlocal live_from = 4\n{AUDIENCE_LUA}\nreturn {{n, members, unsynced}}"
-        ),
-        "{-1, {}, {}}",
+    redis::Script::new(&format!(
+        r#"
+local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
+local token = ARGV[2]
+{AUDIENCE_LUA}
+return {{n, members, view}}
+"#
     ))
 });
 
 /// The part of a publish script that says whose delivery counts to wait
-/// for: `members` (the nodes registered for the channel, `KEYS[2]`) and
-/// `unsynced` (members of `p:nodes` `KEYS[3]` not in `p:synced` `KEYS[4]`,
-/// plus the live view `ARGV[live_from..]` when the epoch `KEYS[5]` is no
-/// longer `ARGV[3]`). Shared with [`super::redis_history`].
+/// for: `members`, the nodes registered for the channel (`KEYS[2]`), and
+/// `view`: `false` while `p:syncgen` (`KEYS[3]`) still holds the
+/// publisher's `token`, else `{generation, members of p:nodes (KEYS[4])
+/// not in p:synced (KEYS[5]), members of p:synced, epoch (KEYS[6])}`.
+/// Shared with [`super::redis_history`].
 pub(super) const AUDIENCE_LUA: &str = r#"
 local members = redis.call('SMEMBERS', KEYS[2])
-local unsynced, seen = {}, {}
-local function check(m)
-  if not seen[m] then
-    seen[m] = true
-    if redis.call('SISMEMBER', KEYS[4], m) == 0 then unsynced[#unsynced + 1] = m end
-  end
-end
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do check(m) end
-if redis.call('GET', KEYS[5]) ~= ARGV[3] then
-  for i = live_from, #ARGV do check(ARGV[i]) end
+local gen = redis.call('GET', KEYS[3])
+local view = false
+if gen ~= token then
+  view = {gen or '', redis.call('SDIFF', KEYS[4], KEYS[5]),
+    redis.call('SMEMBERS', KEYS[5]), redis.call('GET', KEYS[6]) or ''}
 end
 "#;
 
@@ -66,11 +67,39 @@ static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     ))
 });
 
+/// What [`PUBLISH_SCRIPT`] returns: receivers, registered nodes and, when
+/// the view changed, `(generation, unsynced, synced, epoch)`.
+type PublishReply = (i64, Vec<u32>, Option<ViewRead>);
+
+/// The node view a publish script read (see [`AUDIENCE_LUA`]).
+pub(super) type ViewRead = (String, Vec<u32>, Vec<u32>, String);
+
+/// Who a publish reached in Redis, as its script answers.
+pub(super) struct Audience {
+    /// Links that received it (0: nobody will report).
+    pub receivers: i64,
+    /// Nodes registered for the channel.
+    pub members: Vec<u32>,
+    /// The node view, when it changed since this node's last read.
+    pub read: Option<ViewRead>,
+    /// This node delivers it too, and reports to itself (history publishes).
+    pub with_self: bool,
+}
+
+/// A publish in progress (see [`RedisBroker::open_publish`]).
+pub(super) struct PublishRequest<'a> {
+    pub req: u64,
+    rx: mpsc::UnboundedReceiver<(u32, u64, u64)>,
+    /// When this node stops waiting for reports.
+    pub until: Instant,
+    /// When the other nodes drop it (see [`super::deadline`]).
+    pub deadline: u64,
+    _pending: Pending<'a, super::redis::ReportSender>,
+}
+
 /// Why a publish reached no other node.
 pub(super) const PUBLISH_TIMED_OUT: &str = "broker unavailable: publish timed out; \
      no other node delivers it (it is dropped past its deadline)";
-pub(super) const PUBLISH_EXPIRED: &str = "broker unavailable: Redis took the publish after its deadline; \
-     no other node delivered it";
 
 /// Removes a pending request's entry when the request ends, however it ends.
 struct Pending<'a, T> {
@@ -82,29 +111,6 @@ impl<T> Drop for Pending<'_, T> {
     fn drop(&mut self) {
         self.map.lock().remove(&self.req);
     }
-}
-
-/// Who a publish reached in Redis, as its script answers.
-pub(super) struct Audience {
-    /// Links that received it (0: nobody will report).
-    pub receivers: i64,
-    /// Nodes registered for the channel.
-    pub members: Vec<u32>,
-    /// Nodes whose subscriptions are not known to be in place.
-    pub unsynced: Vec<u32>,
-    /// This node delivers it too, and reports to itself (history publishes).
-    pub with_self: bool,
-}
-
-/// A publish in progress (see [`RedisBroker::open_publish`]).
-pub(super) struct PublishRequest<'a> {
-    pub req: u64,
-    rx: mpsc::UnboundedReceiver<(u32, u64, u64)>,
-    /// When this node stops waiting for reports.
-    pub until: Instant,
-    /// When Redis and the other nodes drop it (see [`super::deadline`]).
-    pub deadline: u64,
-    _pending: Pending<'a, super::redis::ReportSender>,
 }
 
 pub(super) fn failed(error: impl Into<String>) -> RemoteDelivery {
@@ -137,24 +143,19 @@ impl RedisBroker {
         self.audience_keys(&mut invocation, ch);
         invocation
             .arg(payload.as_ref())
-            .arg(request.deadline)
-            .arg(self.sync.seen_epoch())
-            .arg(self.live_view());
+            .arg(self.sync.view().generation.as_str());
         let mut cmd = self.cmd.clone();
-        let invoked = invocation.invoke_async::<(i64, Vec<u32>, Vec<u32>)>(&mut cmd);
-        let (receivers, members, unsynced) =
-            match tokio::time::timeout_at(request.until, invoked).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return failed(format!("broker unavailable: {e}")),
-                Err(_) => return failed(PUBLISH_TIMED_OUT),
-            };
-        if receivers == EXPIRED {
-            return failed(PUBLISH_EXPIRED);
-        }
+        let invoked = invocation.invoke_async::<PublishReply>(&mut cmd);
+        let (receivers, members, read) = match tokio::time::timeout_at(request.until, invoked).await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return failed(format!("broker unavailable: {e}")),
+            Err(_) => return failed(PUBLISH_TIMED_OUT),
+        };
         let audience = Audience {
             receivers,
             members,
-            unsynced,
+            read,
             with_self: false,
         };
         self.collect_reports(audience, &mut request).await
@@ -179,41 +180,43 @@ impl RedisBroker {
         }
     }
 
-    /// `KEYS[2..5]` of a publish script (see [`AUDIENCE_LUA`]).
+    /// `KEYS[2..6]` of a publish script (see [`AUDIENCE_LUA`]).
     pub(super) fn audience_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, ch: &str) {
         invocation
             .key(self.names.chnodes(ch))
+            .key(generation_key(&self.names.prefix))
             .key(self.names.nodes())
             .key(synced_key(&self.names.prefix))
             .key(epoch_key(&self.names.prefix));
     }
 
-    /// The live nodes as this node sees them (`ARGV[live_from..]`).
-    pub(super) fn live_view(&self) -> Vec<u32> {
-        self.live.read().keys().copied().collect()
-    }
-
-    /// Waits for the reports of a publish's audience until `until` and
-    /// names the nodes that did not report.
+    /// Waits for the reports of a publish's audience until the request's
+    /// `until` and names the nodes that did not report.
     pub(super) async fn collect_reports(
         &self,
         audience: Audience,
         request: &mut PublishRequest<'_>,
     ) -> RemoteDelivery {
-        let (rx, until) = (&mut request.rx, request.until);
         let Audience {
             receivers,
             members,
-            unsynced,
+            read,
             with_self,
         } = audience;
+        let (rx, until) = (&mut request.rx, request.until);
+        let mut view = self.sync.view();
+        if let Some((generation, unsynced, synced, epoch)) = read {
+            view = Arc::new(SyncView {
+                generation,
+                epoch,
+                unsynced,
+                synced,
+            });
+            self.sync.set_view(view.clone());
+        }
         // Nodes whose subscriptions may be missing are named unless they
         // report; they are not waited for (they may never hear it).
-        let unsynced: HashSet<u32> = unsynced
-            .into_iter()
-            .chain(self.sync.held())
-            .filter(|n| *n != self.node)
-            .collect();
+        let unsynced = self.unsynced(&view);
         // Every registered node is waited for, also one this node's live
         // view does not have yet (it re-registered since the last heartbeat):
         // ignoring it would answer its subscribers as a silent s:0.
@@ -252,6 +255,24 @@ impl RedisBroker {
             .collect();
         missing.sort_unstable();
         out.missing = missing.into_iter().map(|n| self.node_name(n)).collect();
+        out
+    }
+
+    /// The other nodes whose subscriptions are not known to be in place:
+    /// members of `p:nodes` not in `p:synced`; when Redis has no epoch or
+    /// lost its data since the last heartbeat (the epoch changed), every
+    /// live node not in `p:synced`; and the nodes the heartbeat holds (see
+    /// [`super::sync::SyncState::held`]).
+    fn unsynced(&self, view: &SyncView) -> HashSet<u32> {
+        let mut out: HashSet<u32> = view.unsynced.iter().copied().collect();
+        if view.epoch.is_empty() || !self.sync.is_seen_epoch(&view.epoch) {
+            let live = self.live.read();
+            out.extend(live.keys().filter(|n| !view.synced.contains(n)));
+        }
+        if !self.sync.none_held() {
+            out.extend(self.sync.held());
+        }
+        out.remove(&self.node);
         out
     }
 

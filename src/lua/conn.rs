@@ -22,9 +22,10 @@ use crate::frame::{FrameType, frame};
 use crate::hub::Client;
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound};
+use crate::presence::MAX_USER_LEN;
 use bytes::Bytes;
 use mlua::{AnyUserData, Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -39,6 +40,22 @@ pub trait EventSink {
     /// `conn:emit_to(namespace, event, ...)`.
     fn emit(&self, lua: &Lua, namespace: &str, event: &str, args: MultiValue)
     -> Result<(), String>;
+}
+
+/// The context key whose value is the connection's user for presence.
+pub const USER_KEY: &str = "uid";
+
+/// The user id a context value `uid` stands for: a string (1 to
+/// [`MAX_USER_LEN`] bytes) as is, a whole number in decimal (`1001`, never
+/// `1001.0`); anything else is no user.
+pub fn user_id(v: &Value) -> Option<Arc<str>> {
+    let s = match v {
+        Value::String(s) => s.to_str().ok()?.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => format!("{}", *n as i64),
+        _ => return None,
+    };
+    (!s.is_empty() && s.len() <= MAX_USER_LEN).then(|| Arc::from(s))
 }
 
 /// Worker-local state of one connection.
@@ -56,9 +73,11 @@ pub struct ConnLocal {
     pub script_version: Cell<u64>,
     /// Cluster: what this connection's next frames wait for (the broker
     /// hearing its latest channels), set by `conn:subscribe`.
-    hold_interest: RefCell<Option<BoxFuture<'static, ()>>>,
-    /// Channels subscribed with a position, and their writer gate.
-    pub tracks: Tracks,
+    /// (A `Cell`, not a `RefCell`: 8 bytes less in every connection.)
+    hold_interest: Cell<Option<BoxFuture<'static, ()>>>,
+    /// Channels subscribed with a position and their writer gate; made
+    /// on the first such subscribe (8 bytes in every other connection).
+    tracks: OnceCell<Box<Tracks>>,
     /// Named events (Socket.IO); `None` on WebSocket servers.
     events: RefCell<Option<Rc<dyn EventSink>>>,
     ctx: Rc<CtxRef>,
@@ -92,8 +111,8 @@ impl ConnLocal {
             context: RefCell::new(None),
             context_changed: Notify::new(),
             script_version: Cell::new(0),
-            hold_interest: RefCell::new(None),
-            tracks: Tracks::new(ctx.outbound_queue_sizes.get(server).copied().unwrap_or(1)),
+            hold_interest: Cell::new(None),
+            tracks: OnceCell::new(),
             events: RefCell::new(None),
             ctx,
         });
@@ -170,6 +189,9 @@ impl ConnLocal {
     }
 
     pub fn set_context_value(&self, lua: &Lua, k: Value, v: Value) -> mlua::Result<()> {
+        if matches!(&k, Value::String(s) if s.as_bytes() == USER_KEY.as_bytes()) {
+            self.client.set_user(user_id(&v));
+        }
         self.context_table(lua)?.raw_set(k, v)?;
         self.context_changed.notify_waiters();
         Ok(())
@@ -183,6 +205,8 @@ impl ConnLocal {
                 fresh.raw_set(k, v)?;
             }
         }
+        self.client
+            .set_user(user_id(&fresh.raw_get::<Value>(USER_KEY)?));
         let key = lua.create_registry_value(fresh)?;
         if let Some(old) = self.context.borrow_mut().replace(key) {
             let _ = lua.remove_registry_value(old);
@@ -202,7 +226,26 @@ impl ConnLocal {
     /// publish the client's reply prompts is never missed. No-op on one node.
     fn hold_until_heard(&self) {
         if let Some(wait) = self.ctx.mesh.until_heard() {
-            *self.hold_interest.borrow_mut() = Some(wait);
+            self.hold_interest.set(Some(wait));
+        }
+    }
+
+    /// The channels subscribed with a position, if any was.
+    pub fn tracks(&self) -> Option<&Tracks> {
+        self.tracks.get().map(|t| &**t)
+    }
+
+    fn tracks_made(&self) -> &Tracks {
+        self.tracks.get_or_init(|| {
+            let size = self.ctx.outbound_queue_sizes.get(self.server).copied();
+            Box::new(Tracks::new(size.unwrap_or(1)))
+        })
+    }
+
+    /// `ch` is no longer tracked (unsubscribed).
+    fn untrack(&self, ch: &str) {
+        if let Some(t) = self.tracks() {
+            t.end(ch);
         }
     }
 
@@ -227,9 +270,10 @@ impl ConnLocal {
                 ..Default::default()
             });
         }
-        self.tracks.begin(ch, positions);
+        let tracks = self.tracks_made();
+        tracks.begin(ch, positions);
         if let Err(e) = mesh.subscribe(&self.client, ch) {
-            self.tracks.end(ch);
+            tracks.end(ch);
             return Err(e.to_string());
         }
         // Cluster: live publications from every node reach this node
@@ -262,7 +306,7 @@ impl ConnLocal {
             }
             Err(e) => return Ok(self.untracked(ch, e)),
         };
-        let position = self.tracks.release(ch, replay, top);
+        let position = tracks.release(ch, replay, top);
         Ok(Recovery {
             recovered,
             position: Some(position),
@@ -272,7 +316,7 @@ impl ConnLocal {
 
     /// History could not be read: the channel is delivered as it comes.
     fn untracked(&self, ch: &str, e: HistoryError) -> Recovery {
-        self.tracks.abandon(ch);
+        self.tracks_made().abandon(ch);
         Recovery {
             recovered: false,
             position: None,
@@ -288,15 +332,16 @@ impl ConnLocal {
         if !ch.starts_with("test-pause:") {
             return;
         }
-        let before = self.tracks.buffered(ch);
+        let tracks = self.tracks_made();
+        let before = tracks.buffered(ch);
         let marker = Arc::new(crate::publication::Publication::new(
             "test-pause",
             tungstenite::Message::text(format!("{point} {ch}")),
         ));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut announced = false;
-        while self.tracks.buffered(ch) <= before {
-            let held = self.tracks.held.notified();
+        while tracks.buffered(ch) <= before {
+            let held = tracks.held.notified();
             tokio::pin!(held);
             held.as_mut().enable();
             if !announced {
@@ -311,7 +356,7 @@ impl ConnLocal {
 
     /// The wait set by `hold_until_heard`, taken once.
     pub fn take_hold(&self) -> Option<BoxFuture<'static, ()>> {
-        self.hold_interest.borrow_mut().take()
+        self.hold_interest.take()
     }
 
     /// Applies a remote `conn.call`.
@@ -361,7 +406,7 @@ impl ConnLocal {
                             .map_err(|e| e.to_string())?;
                     } else {
                         self.ctx.mesh.unsubscribe(&self.client, &ch);
-                        self.tracks.end(&ch);
+                        self.untrack(&ch);
                     }
                 }
                 Ok(())
@@ -501,7 +546,7 @@ impl UserData for LuaConn {
             let r = this.get().and_then(|c| {
                 for ch in channel_args(args)? {
                     c.ctx.mesh.unsubscribe(&c.client, &ch);
-                    c.tracks.end(&ch);
+                    c.untrack(&ch);
                 }
                 Ok(())
             });

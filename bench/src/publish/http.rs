@@ -68,7 +68,7 @@ impl HttpPub {
         }
     }
 
-    /// POSTs a JSON body to `path`; returns the answer's body (HTTP 2xx).
+    /// POSTs a JSON body; returns the answer's body (an error unless 2xx).
     pub async fn post(&mut self, path: &str, body: String) -> Result<Bytes, String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
         let req = Request::post(path)
@@ -95,7 +95,7 @@ impl HttpPub {
     }
 }
 
-async fn connect_all(api: &Api, n: usize) -> anyhow::Result<Vec<HttpPub>> {
+pub async fn connect_all(api: &Api, n: usize) -> anyhow::Result<Vec<HttpPub>> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(HttpPub::connect(api).await?);
