@@ -9,6 +9,7 @@ pub mod api;
 pub mod broker;
 pub mod client_id;
 pub mod config;
+pub mod emitter;
 pub mod frame;
 pub mod hub;
 pub mod jwt;
