@@ -146,6 +146,15 @@ impl Gateway {
         let workers = Arc::new(workers);
 
         let stop = CancellationToken::new();
+        let socketio: Arc<dyn emitter::SocketIoTarget> = Arc::new(
+            emitter::channel_target::ChannelTarget::new(mesh.hub.clone()),
+        );
+        emitter::spawn(
+            &config.engine.emitters,
+            socketio,
+            &mesh.metrics.emitters,
+            &stop,
+        );
         let api_addr = api_listener
             .local_addr()
             .expect("bound socket has an address");

@@ -61,6 +61,8 @@ pub struct Metrics {
     pub lua_memory: IntGaugeVec,
     pub lua_vms: IntGaugeVec,
     pub broker_up: IntGauge,
+    /// `engine.emitters` consumers (`connmix_emitter_*`).
+    pub emitters: crate::emitter::EmitterMetrics,
 }
 
 impl Metrics {
@@ -223,6 +225,7 @@ impl Metrics {
             lua_memory,
             lua_vms,
             broker_up,
+            emitters: crate::emitter::EmitterMetrics::register(&registry),
             registry,
             recent_lua_errors: Default::default(),
         }

@@ -6,10 +6,12 @@
 //! key's path (`engine.servers[0].port`). It never starts anything. The
 //! checks serde cannot express (ranges, names, clashes) are in [`validate`].
 
+mod emitters;
 mod locate;
 mod luavm;
 mod validate;
 
+pub use emitters::{EmitterConfig, EmitterKind};
 pub use luavm::{LuaHttpConfig, LuaVmConfig, QueueConfig, RedisConnConfig};
 
 use serde::Deserialize;
@@ -132,6 +134,8 @@ pub struct EngineConfig {
     pub shutdown_timeout: u64,
     /// Cluster mode (`connmix engine`): the Redis broker shared by all nodes.
     pub cluster: Option<ClusterConfig>,
+    /// Message queues backends push Socket.IO events through.
+    pub emitters: Vec<EmitterConfig>,
 }
 
 impl Default for EngineConfig {
@@ -143,6 +147,7 @@ impl Default for EngineConfig {
             servers: Vec::new(),
             workers: 0,
             shutdown_timeout: 10,
+            emitters: Vec::new(),
         }
     }
 }

@@ -1,0 +1,112 @@
+//! Reading an emitter from Redis pub/sub: `SUBSCRIBE <channel>` for
+//! python-socketio (`RedisManager`, Flask-SocketIO), `PSUBSCRIBE <key>#*`
+//! for `@socket.io/redis-emitter` (it publishes on `<key>#<nsp>#` and
+//! `<key>#<nsp>#<room>#`). Every node subscribes itself and delivers to its
+//! own sockets. A failed connect or a dropped link is counted and retried
+//! with backoff until the gateway stops.
+
+use super::backoff::Backoff;
+use super::intake::Intake;
+use crate::config::{EmitterConfig, EmitterKind};
+use futures_util::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Longest wait for a connect and its SUBSCRIBE.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `PSUBSCRIBE` pattern of a socket.io-redis `key`: glob characters in
+/// the key are escaped so they match only themselves.
+pub fn pattern(key: &str) -> String {
+    let mut p = String::with_capacity(key.len() + 2);
+    for c in key.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push_str("#*");
+    p
+}
+
+pub async fn run(intake: Arc<Intake>, cfg: EmitterConfig, stop: CancellationToken) {
+    let mut backoff = Backoff::new();
+    let shown = cfg.redacted_url();
+    loop {
+        let linked = tokio::time::timeout(CONNECT_TIMEOUT, subscribe(&cfg)).await;
+        let mut stream = match linked {
+            Ok(Ok(s)) => s,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                intake.stats.failures.inc();
+                tracing::warn!("{}: cannot read {shown}: {why}; retrying", intake.name);
+                if !backoff.pause(&stop).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        intake.stats.up.set(1);
+        tracing::info!(
+            "{}: reading {} messages from {shown} ({} {})",
+            intake.name,
+            cfg.kind.name(),
+            match cfg.kind {
+                EmitterKind::PythonSocketio => "channel",
+                EmitterKind::SocketIoRedis => "pattern",
+            },
+            subscription(&cfg)
+        );
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    intake.stats.up.set(0);
+                    return;
+                }
+                m = stream.next() => match m {
+                    Some(msg) => {
+                        intake.handle(msg.get_payload_bytes());
+                    }
+                    None => break,
+                },
+            }
+        }
+        intake.stats.up.set(0);
+        intake.stats.failures.inc();
+        tracing::warn!("{}: lost the link to {shown}; reconnecting", intake.name);
+        if !backoff.pause(&stop).await {
+            return;
+        }
+    }
+}
+
+fn subscription(cfg: &EmitterConfig) -> String {
+    match cfg.kind {
+        EmitterKind::PythonSocketio => cfg.channel().to_string(),
+        EmitterKind::SocketIoRedis => pattern(cfg.channel()),
+    }
+}
+
+async fn subscribe(cfg: &EmitterConfig) -> redis::RedisResult<redis::aio::PubSubStream> {
+    let client = redis::Client::open(cfg.url.as_str())?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    match cfg.kind {
+        EmitterKind::PythonSocketio => pubsub.subscribe(cfg.channel()).await?,
+        EmitterKind::SocketIoRedis => pubsub.psubscribe(pattern(cfg.channel())).await?,
+    }
+    Ok(pubsub.into_on_message())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn key_glob_characters_are_escaped() {
+        assert_eq!(super::pattern("socket.io"), "socket.io#*");
+        assert_eq!(super::pattern("a*b?[c]"), "a\\*b\\?\\[c\\]#*");
+    }
+}
