@@ -265,7 +265,7 @@ impl Metrics {
         let mut text = String::from_utf8(buf).unwrap_or_default();
         // A labelled family without samples yet (no topic has been used)
         // is still announced, so dashboards find it from the start.
-        for (name, help, kind) in ANNOUNCED {
+        for (name, help, kind) in ANNOUNCED.iter().chain(&crate::emitter::metrics::FAMILIES) {
             if !families.iter().any(|f| f.name() == *name) {
                 text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             }

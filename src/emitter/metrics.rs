@@ -3,6 +3,31 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
+/// Name, help and type of each family; announced on `/metrics` before the
+/// first emitter is configured.
+pub const FAMILIES: [(&str, &str, &str); 4] = [
+    (
+        "connmix_emitter_messages_total",
+        "Messages read from an emitter's queue, by result: applied, ignored, invalid, unsupported.",
+        "counter",
+    ),
+    (
+        "connmix_emitter_sockets_reached_total",
+        "Local Socket.IO sockets the emitter's commands reached.",
+        "counter",
+    ),
+    (
+        "connmix_emitter_up",
+        "1 while the emitter's queue is being read, 0 while it is retried.",
+        "gauge",
+    ),
+    (
+        "connmix_emitter_failures_total",
+        "Connects to an emitter's queue that failed and links that dropped (each is retried with backoff).",
+        "counter",
+    ),
+];
+
 /// The metric families, registered once per gateway.
 #[derive(Clone)]
 pub struct EmitterMetrics {
@@ -27,39 +52,21 @@ pub struct EmitterStats {
 
 impl EmitterMetrics {
     pub fn register(registry: &Registry) -> Self {
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap();
+        let opts = |i: usize| Opts::new(FAMILIES[i].0, FAMILIES[i].1);
+        let counter = |i: usize, labels: &[&str]| {
+            let c = IntCounterVec::new(opts(i), labels).unwrap();
             registry.register(Box::new(c.clone())).expect("unique name");
             c
         };
-        let up = IntGaugeVec::new(
-            Opts::new(
-                "connmix_emitter_up",
-                "1 while the emitter's queue is being read, 0 while it is retried.",
-            ),
-            &["emitter"],
-        )
-        .unwrap();
+        let up = IntGaugeVec::new(opts(2), &["emitter"]).unwrap();
         registry
             .register(Box::new(up.clone()))
             .expect("unique name");
         Self {
-            messages: counter(
-                "connmix_emitter_messages_total",
-                "Messages read from an emitter's queue, by result: applied, ignored, invalid, unsupported.",
-                &["emitter", "result"],
-            ),
-            sockets: counter(
-                "connmix_emitter_sockets_reached_total",
-                "Local Socket.IO sockets the emitter's commands reached.",
-                &["emitter"],
-            ),
+            messages: counter(0, &["emitter", "result"]),
+            sockets: counter(1, &["emitter"]),
             up,
-            failures: counter(
-                "connmix_emitter_failures_total",
-                "Connects to an emitter's queue that failed and links that dropped (each is retried with backoff).",
-                &["emitter"],
-            ),
+            failures: counter(3, &["emitter"]),
         }
     }
 
