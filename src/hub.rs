@@ -9,12 +9,12 @@
 
 use crate::client_id::{self, ClientId};
 use crate::outbox::{Outbound, Outbox, PushError};
+use crate::publication::Publication;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use tungstenite::Message;
 
 /// The part of a connection that other threads may touch.
 pub struct Client {
@@ -238,13 +238,13 @@ impl Hub {
         false
     }
 
-    /// Queues `msg` to every local subscriber of `ch`; the payload is shared,
-    /// not copied.
-    pub fn publish(&self, ch: &str, msg: &Message) -> Delivery {
+    /// Queues `p` to every local subscriber of its channel; the publication
+    /// is shared, not copied.
+    pub fn publish(&self, p: &Arc<Publication>) -> Delivery {
         let mut d = Delivery::default();
-        if let Some(subs) = self.channels.get(ch) {
+        if let Some(subs) = self.channels.get(&*p.channel) {
             for c in subs.values() {
-                match c.outbox.push(Outbound::Message(msg.clone())) {
+                match c.outbox.push(Outbound::Publication(p.clone())) {
                     Ok(()) => d.success += 1,
                     Err(_) => d.fail += 1,
                 }
@@ -329,17 +329,18 @@ mod tests {
         let hub = Hub::new(1);
         let a = client(&hub);
         hub.subscribe(&a, "x").unwrap();
-        let m = Message::text("hi");
+        let m = Arc::new(Publication::new("x", tungstenite::Message::text("hi")));
         for _ in 0..8 {
-            assert_eq!(hub.publish("x", &m).success, 1);
+            assert_eq!(hub.publish(&m).success, 1);
         }
         assert_eq!(
-            hub.publish("x", &m),
+            hub.publish(&m),
             Delivery {
                 success: 0,
                 fail: 1
             }
         );
-        assert_eq!(hub.publish("nobody", &m), Delivery::default());
+        let nobody = Arc::new(Publication::new("nobody", tungstenite::Message::text("hi")));
+        assert_eq!(hub.publish(&nobody), Delivery::default());
     }
 }

@@ -18,6 +18,7 @@ use crate::client_id::{ClientId, node_of};
 use crate::hub::{Client, Delivery, Hub, SubscribeError};
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound, PushError};
+use crate::publication::Publication;
 use crate::queue::Queues;
 use parking_lot::{Mutex, MutexGuard};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
@@ -96,15 +97,15 @@ impl Mesh {
         })
     }
 
-    /// Delivers `msg` to every subscriber of `ch`, on every node.
-    pub async fn publish(&self, ch: &str, msg: Message) -> Published {
+    /// Delivers `p` to every subscriber of its channel, on every node.
+    pub async fn publish(&self, p: Arc<Publication>) -> Published {
         let start = Instant::now();
-        let local = self.hub.publish(ch, &msg);
+        let local = self.hub.publish(&p);
         self.metrics.send_errors.inc_by(local.fail);
         self.metrics
             .send_local
             .observe(start.elapsed().as_secs_f64());
-        let Some(forward) = self.broker.publish(ch, &msg) else {
+        let Some(forward) = self.broker.publish(&p) else {
             return Published {
                 delivery: local,
                 ..Default::default()
@@ -283,8 +284,8 @@ struct LocalNode {
 }
 
 impl Local for LocalNode {
-    fn deliver(&self, ch: &str, msg: &Message) -> (u64, u64) {
-        let d = self.hub.publish(ch, msg);
+    fn deliver(&self, p: &Arc<Publication>) -> (u64, u64) {
+        let d = self.hub.publish(p);
         self.metrics.send_errors.inc_by(d.fail);
         (d.success, d.fail)
     }

@@ -34,7 +34,7 @@ impl Broker for FakeBroker {
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
         Arc::new(crate::queue::local::LocalQueues::new(limits))
     }
-    fn publish<'a>(&'a self, _: &'a str, _: &Message) -> Option<BoxFuture<'a, RemoteDelivery>> {
+    fn publish<'a>(&'a self, _: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
         None
     }
     fn send<'a>(&'a self, id: ClientId, _: &Message) -> BoxFuture<'a, Result<(), BrokerError>> {

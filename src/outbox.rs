@@ -17,9 +17,11 @@
 //!
 //! Close requests bypass the bounds (at most one is kept).
 
+use crate::publication::Publication;
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tungstenite::Message;
 
@@ -71,12 +73,41 @@ pub struct ConnCall {
 /// What a connection task takes from its outbox.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A frame to write; the payload is shared with every other subscriber.
+    /// A frame to write (a send, or a close's last words).
     Message(Message),
+    /// A publish to a channel this connection subscribes to; shared with
+    /// every other subscriber.
+    Publication(Arc<Publication>),
     /// A remote `conn.call`.
     Call(ConnCall),
     /// Close the connection with this code and reason.
     Close(u16, String),
+}
+
+impl Outbound {
+    /// Payload bytes of a frame to write (a message or a publication); 0
+    /// for anything else.
+    pub fn frame_len(&self) -> usize {
+        match self {
+            Outbound::Message(m) => m.len(),
+            Outbound::Publication(p) => p.len(),
+            _ => 0,
+        }
+    }
+
+    /// Whether this is a frame to write (a message or a publication).
+    pub fn is_frame(&self) -> bool {
+        matches!(self, Outbound::Message(_) | Outbound::Publication(_))
+    }
+
+    /// The frame to write for a message or a publication.
+    pub fn into_frame(self) -> Option<Message> {
+        match self {
+            Outbound::Message(m) => Some(m),
+            Outbound::Publication(p) => Some(p.frame.clone()),
+            _ => None,
+        }
+    }
 }
 
 /// Why a push did not queue the item.
@@ -145,8 +176,8 @@ impl Outbox {
                 return Err(PushError::Closed);
             }
             match &item {
-                Outbound::Message(m) => {
-                    let size = m.len();
+                Outbound::Message(_) | Outbound::Publication(_) => {
+                    let size = item.frame_len();
                     if size > self.max_bytes {
                         // Undeliverable to anyone with this bound; the client
                         // is not at fault, so it is not closed.

@@ -5,9 +5,11 @@
 use crate::client_id::parse_client_id;
 use crate::frame::{FrameType, frame};
 use crate::mesh::{Mesh, MeshError};
+use crate::publication::Publication;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 /// Error codes of `docs/http-api.md` and `docs/websocket-api.md`.
 pub mod code {
@@ -90,7 +92,7 @@ pub async fn publish(mesh: &Mesh, params: &Value) -> Result<Value, ApiError> {
         Some(_) => return Err(ApiError::invalid("c must be a string")),
     };
     let msg = data_frame(p)?;
-    let out = mesh.publish(ch, msg).await;
+    let out = mesh.publish(Arc::new(Publication::new(ch, msg))).await;
     let mut r = json!({"s": out.delivery.success, "f": out.delivery.fail});
     // Cluster extensions: who did not report, or why nobody could.
     if !out.missing.is_empty() {

@@ -6,6 +6,7 @@ use super::{BoxFuture, Broker, BrokerError, Local, NodeInfo, RemoteDelivery};
 use crate::client_id::ClientId;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::publication::Publication;
 use crate::queue::local::LocalQueues;
 use crate::queue::{QueueLimits, QueueStore};
 use std::sync::{Arc, OnceLock};
@@ -42,11 +43,7 @@ impl Broker for MemoryBroker {
         Arc::new(LocalQueues::new(limits))
     }
 
-    fn publish<'a>(
-        &'a self,
-        _ch: &'a str,
-        _msg: &Message,
-    ) -> Option<BoxFuture<'a, RemoteDelivery>> {
+    fn publish<'a>(&'a self, _p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
         None
     }
 

@@ -30,6 +30,7 @@ use crate::client_id::ClientId;
 use crate::config::EngineConfig;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::publication::Publication;
 use crate::queue::{QueueLimits, QueueStore};
 use serde::Serialize;
 use std::future::Future;
@@ -98,8 +99,8 @@ pub enum LocalError {
 /// Implemented by the mesh.
 pub trait Local: Send + Sync {
     /// Delivers a publish from another node to the local subscribers of
-    /// `ch`; returns `(success, fail)`.
-    fn deliver(&self, ch: &str, msg: &Message) -> (u64, u64);
+    /// its channel; returns `(success, fail)`.
+    fn deliver(&self, p: &Arc<Publication>) -> (u64, u64);
     /// Queues a frame to one local client.
     fn send(&self, id: ClientId, msg: Message) -> Result<(), LocalError>;
     /// Applies `conn.call` on a local client; resolves once it is applied.
@@ -131,7 +132,7 @@ pub trait Broker: Send + Sync {
     /// Publishes to the other nodes and collects what they delivered;
     /// `None` when there is no other node to publish to (nothing to wait
     /// for, nothing to count as forwarded).
-    fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> Option<BoxFuture<'a, RemoteDelivery>>;
+    fn publish<'a>(&'a self, p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>>;
     /// Sends a frame to a client of another node.
     fn send<'a>(&'a self, id: ClientId, msg: &Message) -> BoxFuture<'a, Result<(), BrokerError>>;
     /// Runs `conn.call` on a client of another node.

@@ -33,6 +33,7 @@ use crate::config::ClusterConfig;
 use crate::frame::{frame, parts};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::publication::Publication;
 use crate::queue::{QueueLimits, QueueStore};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -262,6 +263,8 @@ impl RedisBroker {
                 deadline,
                 ftype,
                 data,
+                event,
+                position,
             } => {
                 // Our own publish comes back to us: it was delivered locally.
                 if origin == self.node {
@@ -276,7 +279,12 @@ impl RedisBroker {
                     return;
                 };
                 let (s, f) = match (frame(data, ftype), self.local()) {
-                    (Ok(msg), Some(local)) => local.deliver(ch, &msg),
+                    (Ok(frame), Some(local)) => local.deliver(&Arc::new(Publication {
+                        channel: ch.into(),
+                        frame,
+                        event,
+                        position,
+                    })),
                     _ => (0, 0),
                 };
                 if req != 0 {
@@ -427,9 +435,8 @@ impl Broker for RedisBroker {
         super::redis_queue::RedisQueues::new(self, limits)
     }
 
-    fn publish<'a>(&'a self, ch: &'a str, msg: &Message) -> Option<BoxFuture<'a, RemoteDelivery>> {
-        let (ftype, data) = parts(msg);
-        Some(Box::pin(RedisBroker::publish(self, ch, ftype, data)))
+    fn publish<'a>(&'a self, p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
+        Some(Box::pin(RedisBroker::publish(self, p)))
     }
 
     fn send<'a>(&'a self, id: ClientId, msg: &Message) -> BoxFuture<'a, Result<(), BrokerError>> {

@@ -15,7 +15,8 @@ use super::sync::{epoch_key, synced_key};
 use super::wire::{AckStatus, Wire};
 use super::{BrokerError, RemoteDelivery};
 use crate::client_id::{ClientId, node_of};
-use crate::frame::FrameType;
+use crate::frame::{FrameType, parts};
+use crate::publication::Publication;
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::LazyLock;
@@ -85,7 +86,9 @@ fn failed(error: impl Into<String>) -> RemoteDelivery {
 
 impl RedisBroker {
     /// Publishes to other nodes and collects their delivery counts.
-    pub async fn publish(&self, ch: &str, ftype: FrameType, data: Bytes) -> RemoteDelivery {
+    pub async fn publish(&self, p: &Publication) -> RemoteDelivery {
+        let ch = &*p.channel;
+        let (ftype, data) = parts(&p.frame);
         if let Some(e) = self.down() {
             return failed(e.to_string());
         }
@@ -105,6 +108,8 @@ impl RedisBroker {
             deadline,
             ftype,
             data,
+            event: p.event.clone(),
+            position: p.position.clone(),
         }
         .encode();
         let live: Vec<u32> = self.live.read().keys().copied().collect();

@@ -14,18 +14,24 @@
 
 use crate::client_id::ClientId;
 use crate::frame::FrameType;
+use crate::publication::Position;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::sync::Arc;
 
 /// One message between nodes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Wire {
-    /// A publish to a channel; `req` 0 means no report is wanted.
+    /// A publish to a channel; `req` 0 means no report is wanted. `event`
+    /// and `position` are the [`crate::publication::Publication`] fields
+    /// beyond the frame (kind `q`; a publish without them is kind `p`).
     Publish {
         origin: u32,
         req: u64,
         deadline: u64,
         ftype: FrameType,
         data: Bytes,
+        event: Option<Arc<str>>,
+        position: Option<Position>,
     },
     /// A node's local delivery counts for publish `req`.
     Report { from: u32, req: u64, s: u64, f: u64 },
@@ -94,6 +100,24 @@ fn ftype_from(b: u8) -> Option<FrameType> {
     }
 }
 
+/// A string of at most 64 KiB, length first (u16, little-endian).
+fn put_str16(b: &mut BytesMut, s: &str) {
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    b.put_u16_le(s.len() as u16);
+    b.put_slice(s);
+}
+
+fn get_str16(b: &mut Bytes) -> Option<String> {
+    if b.remaining() < 2 {
+        return None;
+    }
+    let n = b.get_u16_le() as usize;
+    if b.remaining() < n {
+        return None;
+    }
+    String::from_utf8(b.split_to(n).to_vec()).ok()
+}
+
 impl Wire {
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::new();
@@ -104,13 +128,26 @@ impl Wire {
                 deadline,
                 ftype,
                 data,
+                event,
+                position,
             } => {
-                b.reserve(22 + data.len());
-                b.put_u8(b'p');
+                let extended = event.is_some() || position.is_some();
+                b.reserve(22 + data.len() + if extended { 300 } else { 0 });
+                b.put_u8(if extended { b'q' } else { b'p' });
                 b.put_u32_le(*origin);
                 b.put_u64_le(*req);
                 b.put_u64_le(*deadline);
                 b.put_u8(ftype_byte(*ftype));
+                if extended {
+                    b.put_u8(u8::from(event.is_some()) | u8::from(position.is_some()) << 1);
+                    if let Some(e) = event {
+                        put_str16(&mut b, e);
+                    }
+                    if let Some(p) = position {
+                        b.put_u64_le(p.offset);
+                        put_str16(&mut b, &p.epoch);
+                    }
+                }
                 b.put_slice(data);
             }
             Wire::Report { from, req, s, f } => {
@@ -188,6 +225,39 @@ impl Wire {
                     deadline,
                     ftype,
                     data: b,
+                    event: None,
+                    position: None,
+                }
+            }
+            b'q' if need(&b, 30) => {
+                let origin = b.get_u32_le();
+                let req = b.get_u64_le();
+                let deadline = b.get_u64_le();
+                let ftype = ftype_from(b.get_u8())?;
+                let flags = b.get_u8();
+                let event = if flags & 1 != 0 {
+                    Some(get_str16(&mut b)?.into())
+                } else {
+                    None
+                };
+                let position = if flags & 2 != 0 {
+                    if !need(&b, 8) {
+                        return None;
+                    }
+                    let offset = b.get_u64_le();
+                    let epoch = get_str16(&mut b)?.into();
+                    Some(Position { offset, epoch })
+                } else {
+                    None
+                };
+                Wire::Publish {
+                    origin,
+                    req,
+                    deadline,
+                    ftype,
+                    data: b,
+                    event,
+                    position,
                 }
             }
             b'R' if need(&b, 28) => Wire::Report {
@@ -242,6 +312,32 @@ mod tests {
                 deadline: 1_700_000_000_123,
                 ftype: FrameType::Binary,
                 data: Bytes::from_static(b"\0\xffdata"),
+                event: None,
+                position: None,
+            },
+            Wire::Publish {
+                origin: 3,
+                req: 10,
+                deadline: 7,
+                ftype: FrameType::Text,
+                data: Bytes::from_static(b"{\"a\":1}"),
+                event: Some("chat message".into()),
+                position: Some(Position {
+                    offset: 42,
+                    epoch: "e-1".into(),
+                }),
+            },
+            Wire::Publish {
+                origin: 3,
+                req: 11,
+                deadline: 7,
+                ftype: FrameType::Text,
+                data: Bytes::new(),
+                event: None,
+                position: Some(Position {
+                    offset: 1,
+                    epoch: "".into(),
+                }),
             },
             Wire::Report {
                 from: 2,
@@ -278,7 +374,21 @@ mod tests {
             },
         ];
         for w in all {
-            assert_eq!(Wire::decode(w.encode()), Some(w));
+            let bytes = w.encode();
+            // A publish with an event or a position is the extended kind;
+            // a plain one keeps the bytes earlier versions read.
+            if let Wire::Publish {
+                event, position, ..
+            } = &w
+            {
+                let extended = event.is_some() || position.is_some();
+                assert_eq!(bytes[0], if extended { b'q' } else { b'p' });
+                if extended {
+                    // Cut inside the event or position: malformed, not misread.
+                    assert_eq!(Wire::decode(bytes.slice(..32)), None);
+                }
+            }
+            assert_eq!(Wire::decode(bytes), Some(w));
         }
         assert_eq!(Wire::decode(Bytes::from_static(b"Px")), None);
         assert_eq!(
@@ -298,6 +408,8 @@ mod tests {
                 deadline: 0,
                 ftype: FrameType::Text,
                 data: Bytes::from_static(b"hi"),
+                event: None,
+                position: None,
             })
         );
         assert_eq!(Wire::decode(Bytes::new()), None);

@@ -5,6 +5,7 @@
 use super::WorkerCtx;
 use crate::client_id::parse_client_id;
 use crate::frame::{FrameType, frame};
+use crate::publication::Publication;
 use bytes::Bytes;
 use mlua::{Lua, Table, Value};
 
@@ -35,7 +36,8 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
                 if !crate::hub::valid_channel(&ch) {
                     return Err(mlua::Error::runtime(format!("invalid channel {ch:?}")));
                 }
-                let d = mesh(&lua)?.publish(&ch, msg).await.delivery;
+                let p = std::sync::Arc::new(Publication::new(&ch, msg));
+                let d = mesh(&lua)?.publish(p).await.delivery;
                 Ok((d.success, d.fail))
             },
         )?,

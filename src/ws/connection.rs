@@ -392,13 +392,15 @@ impl Driver<'_> {
         let held = self.closing_since.is_none() && self.held(cx);
         while let Some(front) = self.batch.front() {
             match front {
-                Outbound::Message(_) if self.closing_since.is_some() => {
+                Outbound::Message(_) | Outbound::Publication(_) if self.closing_since.is_some() => {
                     self.batch.pop_front();
                 }
-                Outbound::Message(_) if held => break,
-                Outbound::Message(_) => match Pin::new(&mut self.ws).poll_ready(cx) {
+                Outbound::Message(_) | Outbound::Publication(_) if held => break,
+                Outbound::Message(_) | Outbound::Publication(_) => match Pin::new(&mut self.ws)
+                    .poll_ready(cx)
+                {
                     Poll::Ready(Ok(())) => {
-                        let Some(Outbound::Message(m)) = self.batch.pop_front() else {
+                        let Some(m) = self.batch.pop_front().and_then(Outbound::into_frame) else {
                             unreachable!()
                         };
                         if let Err(e) = Pin::new(&mut self.ws).start_send(m) {
