@@ -129,3 +129,80 @@ impl Intake {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emitter::command::Command;
+    use crate::emitter::metrics::EmitterMetrics;
+
+    /// Reaches two sockets per command; panics on the event `boom`.
+    struct Target;
+
+    impl SocketIoTarget for Target {
+        fn apply(&self, cmd: Command) -> usize {
+            match cmd {
+                Command::Emit(e) if e.event == "boom" => panic!("a bug in the target"),
+                _ => 2,
+            }
+        }
+    }
+
+    fn intake() -> Intake {
+        let metrics = EmitterMetrics::register(&prometheus::Registry::new());
+        Intake::new(
+            "engine.emitters[0]".into(),
+            EmitterKind::PythonSocketio,
+            Arc::new(Target),
+            metrics.stats(0),
+        )
+    }
+
+    #[test]
+    fn every_message_is_counted_by_what_became_of_it() {
+        let i = intake();
+        let emit = br#"{"method": "emit", "event": "e", "data": [1], "room": "r"}"#;
+        assert_eq!(i.handle(emit), Outcome::Applied(2));
+        assert_eq!(i.handle(b"garbage"), Outcome::Invalid);
+        assert_eq!(i.handle(b"\x80\x04K\x01."), Outcome::Unsupported);
+        assert_eq!(i.handle(b"\x80\x04K\x02."), Outcome::Unsupported);
+        assert_eq!(
+            i.handle(br#"{"method": "callback", "id": 1, "args": []}"#),
+            Outcome::Ignored
+        );
+        assert_eq!(i.handle(emit), Outcome::Applied(2));
+        let s = &i.stats;
+        assert_eq!(
+            (
+                s.applied.get(),
+                s.invalid.get(),
+                s.unsupported.get(),
+                s.ignored.get()
+            ),
+            (2, 1, 2, 1)
+        );
+        assert_eq!(s.sockets.get(), 4);
+        assert!(i.pickle_reported.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_panicking_target_skips_that_message_only() {
+        let i = intake();
+        let boom = br#"{"method": "emit", "event": "boom", "data": []}"#;
+        assert_eq!(i.handle(boom), Outcome::Invalid);
+        let fine = br#"{"method": "emit", "event": "fine", "data": []}"#;
+        assert_eq!(i.handle(fine), Outcome::Applied(2));
+    }
+
+    #[test]
+    fn skipped_messages_are_warned_about_at_most_every_interval() {
+        let i = intake();
+        for _ in 0..5 {
+            i.handle(b"garbage");
+        }
+        let (at, suppressed) = *i.warned.lock();
+        assert!(at.is_some(), "the first one is warned about");
+        assert_eq!(suppressed, 4, "the next ones wait for the interval");
+        assert_eq!(i.stats.invalid.get(), 5, "but all are counted");
+    }
+}
