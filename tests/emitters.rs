@@ -11,23 +11,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn redis_url() -> String {
-    let addr = std::env::var("CONNMIX_TEST_REDIS")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "127.0.0.1:6379".into());
-    format!("redis://{addr}/0")
-}
-
-/// A name no other test (or run) uses.
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("cmx-e2e-{test}-{nanos}")
-}
-
 /// The `engine` lines of `emitters` (YAML flow maps).
 fn emitters_yaml(emitters: &[String]) -> String {
     let mut lines = String::from("  emitters:\n");
@@ -35,6 +18,19 @@ fn emitters_yaml(emitters: &[String]) -> String {
         lines.push_str(&format!("    - {e}\n"));
     }
     lines
+}
+
+/// A gateway with a plain WebSocket server reading `emitter` (a YAML flow map).
+async fn gateway_reading(emitter: String) -> Gateway {
+    Gateway::start_with(
+        vec![ServerSpec::new(
+            "/ws",
+            Script::Repo("lua/entry.websocket.lua"),
+        )],
+        &emitters_yaml(&[emitter]),
+        "",
+    )
+    .await
 }
 
 fn up(i: usize) -> String {
@@ -83,16 +79,9 @@ fn a_wrong_emitter_stops_start_up_naming_its_key() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_queue_is_retried_while_the_gateway_serves() {
     let dead = free_port();
-    let gw = Gateway::start_with(
-        vec![ServerSpec::new(
-            "/ws",
-            Script::Repo("lua/entry.websocket.lua"),
-        )],
-        &emitters_yaml(&[format!(
-            "{{type: python-socketio, url: 'amqp://guest:guest@127.0.0.1:{dead}//'}}"
-        )]),
-        "",
-    )
+    let gw = gateway_reading(format!(
+        "{{type: python-socketio, url: 'amqp://guest:guest@127.0.0.1:{dead}//'}}"
+    ))
     .await;
     gw.wait_metric("connmix_emitter_failures_total{emitter=\"0\"}", 2.0)
         .await;
@@ -112,18 +101,11 @@ async fn an_unreachable_queue_is_retried_while_the_gateway_serves() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_on_the_queue_is_counted_and_what_follows_is_applied() {
-    let channel = unique("garbage");
-    let url = redis_url();
-    let gw = Gateway::start_with(
-        vec![ServerSpec::new(
-            "/ws",
-            Script::Repo("lua/entry.websocket.lua"),
-        )],
-        &emitters_yaml(&[format!(
-            "{{type: python-socketio, url: '{url}', channel: {channel}}}"
-        )]),
-        "",
-    )
+    let channel = unique_name("garbage");
+    let url = test_redis_url();
+    let gw = gateway_reading(format!(
+        "{{type: python-socketio, url: '{url}', channel: {channel}}}"
+    ))
     .await;
     gw.wait_metric(&up(0), 1.0).await;
     let client = redis::Client::open(url.as_str()).unwrap();

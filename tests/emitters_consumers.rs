@@ -21,30 +21,6 @@ use lapin::{BasicProperties, ExchangeKind};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-fn redis_url() -> String {
-    let addr = std::env::var("CONNMIX_TEST_REDIS")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "127.0.0.1:6379".into());
-    format!("redis://{addr}/")
-}
-
-fn amqp_url() -> String {
-    std::env::var("CONNMIX_TEST_AMQP")
-        .ok()
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/".into())
-}
-
-/// A name no other test (or run) uses.
-fn unique(test: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("cmx-{test}-{nanos}")
-}
-
 /// Records every command, as a node with one socket in every room would.
 #[derive(Default)]
 struct Recorder(Mutex<Vec<Command>>);
@@ -144,8 +120,12 @@ const EMIT: &str = r#"{"method": "emit", "event": "notify", "data": [{"n": 1}], 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn python_socketio_over_redis_skips_garbage_and_goes_on() {
-    let channel = unique("py-redis");
-    let node = Node::start(&[emitter(EmitterKind::PythonSocketio, redis_url(), &channel)]);
+    let channel = unique_name("py-redis");
+    let node = Node::start(&[emitter(
+        EmitterKind::PythonSocketio,
+        test_redis_url(),
+        &channel,
+    )]);
     node.up(0).await;
     for garbage in [
         &b"not json"[..],
@@ -153,9 +133,9 @@ async fn python_socketio_over_redis_skips_garbage_and_goes_on() {
         b"{\"method\": \"emit\"}",
         b"\x80\x04K\x01.",
     ] {
-        assert_eq!(redis_publish(&redis_url(), &channel, garbage).await, 1);
+        assert_eq!(redis_publish(&test_redis_url(), &channel, garbage).await, 1);
     }
-    redis_publish(&redis_url(), &channel, EMIT.as_bytes()).await;
+    redis_publish(&test_redis_url(), &channel, EMIT.as_bytes()).await;
     node.recorder.wait_for(&[r#"notify [{"n":1}]"#]).await;
     let stats = &node.intakes[0].stats;
     assert_eq!(stats.invalid.get(), 3, "garbage is counted as invalid");
@@ -170,8 +150,8 @@ async fn python_socketio_over_redis_skips_garbage_and_goes_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn socket_io_redis_reads_the_namespace_and_room_channels_of_its_key() {
-    let key = unique("sio-redis");
-    let node = Node::start(&[emitter(EmitterKind::SocketIoRedis, redis_url(), &key)]);
+    let key = unique_name("sio-redis");
+    let node = Node::start(&[emitter(EmitterKind::SocketIoRedis, test_redis_url(), &key)]);
     node.up(0).await;
     let msg = |event: &str, rooms: &[&str]| {
         let v = rmpv::Value::Array(vec![
@@ -197,7 +177,7 @@ async fn socket_io_redis_reads_the_namespace_and_room_channels_of_its_key() {
         rmpv::encode::write_value(&mut out, &v).unwrap();
         out
     };
-    let url = redis_url();
+    let url = test_redis_url();
     assert_eq!(
         redis_publish(&url, &format!("{key}#/#"), &msg("all", &[])).await,
         1
@@ -224,7 +204,7 @@ async fn socket_io_redis_reads_the_namespace_and_room_channels_of_its_key() {
 async fn a_redis_that_goes_away_is_retried_until_it_is_back() {
     let mut redis = RedisServer::start().await;
     let url = format!("redis://{}/", redis.addr());
-    let channel = unique("retry");
+    let channel = unique_name("retry");
     let node = Node::start(&[emitter(EmitterKind::PythonSocketio, url.clone(), &channel)]);
     node.up(0).await;
     redis.stop();
@@ -271,16 +251,20 @@ async fn amqp_publish(url: &str, exchange: &str, payload: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_on_one_amqp_fanout_each_get_every_message_once() {
-    let exchange = unique("fanout");
-    let cfg = [emitter(EmitterKind::PythonSocketio, amqp_url(), &exchange)];
+    let exchange = unique_name("fanout");
+    let cfg = [emitter(
+        EmitterKind::PythonSocketio,
+        test_amqp_url(),
+        &exchange,
+    )];
     let a = Node::start(&cfg);
     let b = Node::start(&cfg);
     a.up(0).await;
     b.up(0).await;
-    amqp_publish(&amqp_url(), &exchange, b"garbage").await;
-    amqp_publish(&amqp_url(), &exchange, EMIT.as_bytes()).await;
+    amqp_publish(&test_amqp_url(), &exchange, b"garbage").await;
+    amqp_publish(&test_amqp_url(), &exchange, EMIT.as_bytes()).await;
     amqp_publish(
-        &amqp_url(),
+        &test_amqp_url(),
         &exchange,
         EMIT.replace("notify", "second").as_bytes(),
     )
@@ -295,9 +279,9 @@ async fn two_nodes_on_one_amqp_fanout_each_get_every_message_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_exchange_declared_durable_by_the_backend_is_used_as_it_is() {
-    let exchange = unique("durable");
+    let exchange = unique_name("durable");
     let conn = lapin::Connection::connect_uri(
-        connmix::emitter::amqp_consumer::uri(&amqp_url()).unwrap(),
+        connmix::emitter::amqp_consumer::uri(&test_amqp_url()).unwrap(),
         lapin::ConnectionProperties::default(),
     )
     .await
@@ -316,9 +300,13 @@ async fn an_exchange_declared_durable_by_the_backend_is_used_as_it_is() {
     )
     .await
     .unwrap();
-    let node = Node::start(&[emitter(EmitterKind::PythonSocketio, amqp_url(), &exchange)]);
+    let node = Node::start(&[emitter(
+        EmitterKind::PythonSocketio,
+        test_amqp_url(),
+        &exchange,
+    )]);
     node.up(0).await;
-    amqp_publish(&amqp_url(), &exchange, EMIT.as_bytes()).await;
+    amqp_publish(&test_amqp_url(), &exchange, EMIT.as_bytes()).await;
     node.recorder.wait_for(&[r#"notify [{"n":1}]"#]).await;
     assert_eq!(node.intakes[0].stats.failures.get(), 0);
     conn.close(200, "done".into()).await.unwrap();
@@ -327,13 +315,13 @@ async fn an_exchange_declared_durable_by_the_backend_is_used_as_it_is() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_queue_is_retried_and_does_not_hold_up_the_others() {
     let dead = format!("amqp://guest:guest@127.0.0.1:{}/", free_port());
-    let channel = unique("beside-dead");
+    let channel = unique_name("beside-dead");
     let node = Node::start(&[
         emitter(EmitterKind::PythonSocketio, dead, "socketio"),
-        emitter(EmitterKind::PythonSocketio, redis_url(), &channel),
+        emitter(EmitterKind::PythonSocketio, test_redis_url(), &channel),
     ]);
     node.up(1).await;
-    redis_publish(&redis_url(), &channel, EMIT.as_bytes()).await;
+    redis_publish(&test_redis_url(), &channel, EMIT.as_bytes()).await;
     node.recorder.wait_for(&[r#"notify [{"n":1}]"#]).await;
     let stats = &node.intakes[0].stats;
     eventually(|| async {

@@ -50,24 +50,12 @@ pub async fn run(intake: Arc<Intake>, cfg: EmitterConfig, stop: CancellationToke
     let shown = cfg.redacted_url();
     let exchange = cfg.channel().to_string();
     loop {
-        let linked = tokio::time::timeout(CONNECT_TIMEOUT, consume(&cfg.url, &exchange)).await;
-        let (conn, mut deliveries) = match linked {
-            Ok(Ok(pair)) => pair,
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e,
-                    _ => "timed out".to_string(),
-                };
-                intake.stats.failures.inc();
-                tracing::warn!("{}: cannot read {shown}: {why}; retrying", intake.name);
-                if !backoff.pause(&stop).await {
-                    return;
-                }
-                continue;
-            }
+        let linked = backoff.link(&intake, &shown, CONNECT_TIMEOUT, &stop, || {
+            consume(&cfg.url, &exchange)
+        });
+        let Some((conn, mut deliveries)) = linked.await else {
+            return;
         };
-        backoff.reset();
-        intake.stats.up.set(1);
         tracing::info!(
             "{}: reading python-socketio messages from {shown} (fanout exchange {exchange})",
             intake.name
@@ -90,12 +78,8 @@ pub async fn run(intake: Arc<Intake>, cfg: EmitterConfig, stop: CancellationToke
         intake.stats.up.set(0);
         let _ = conn.close(200, "connmix stopping".into()).await;
         let Some(why) = lost else { return };
-        intake.stats.failures.inc();
-        tracing::warn!(
-            "{}: lost the link to {shown}: {why}; reconnecting",
-            intake.name
-        );
-        if !backoff.pause(&stop).await {
+        let why = format!("lost the link to {shown}: {why}");
+        if !backoff.retry(&intake, &why, &stop).await {
             return;
         }
     }

@@ -34,24 +34,10 @@ pub async fn run(intake: Arc<Intake>, cfg: EmitterConfig, stop: CancellationToke
     let mut backoff = Backoff::new();
     let shown = cfg.redacted_url();
     loop {
-        let linked = tokio::time::timeout(CONNECT_TIMEOUT, subscribe(&cfg)).await;
-        let mut stream = match linked {
-            Ok(Ok(s)) => s,
-            failed => {
-                let why = match failed {
-                    Ok(Err(e)) => e.to_string(),
-                    _ => "timed out".to_string(),
-                };
-                intake.stats.failures.inc();
-                tracing::warn!("{}: cannot read {shown}: {why}; retrying", intake.name);
-                if !backoff.pause(&stop).await {
-                    return;
-                }
-                continue;
-            }
+        let linked = backoff.link(&intake, &shown, CONNECT_TIMEOUT, &stop, || subscribe(&cfg));
+        let Some(mut stream) = linked.await else {
+            return;
         };
-        backoff.reset();
-        intake.stats.up.set(1);
         tracing::info!(
             "{}: reading {} messages from {shown} ({} {})",
             intake.name,
@@ -76,10 +62,8 @@ pub async fn run(intake: Arc<Intake>, cfg: EmitterConfig, stop: CancellationToke
                 },
             }
         }
-        intake.stats.up.set(0);
-        intake.stats.failures.inc();
-        tracing::warn!("{}: lost the link to {shown}; reconnecting", intake.name);
-        if !backoff.pause(&stop).await {
+        let why = format!("lost the link to {shown}");
+        if !backoff.retry(&intake, &why, &stop).await {
             return;
         }
     }
