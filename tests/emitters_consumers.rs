@@ -227,6 +227,30 @@ async fn a_redis_that_goes_away_is_retried_until_it_is_back() {
     node.recorder.wait_for(&[r#"notify [{"n":1}]"#]).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_stops_answering_is_noticed_and_read_again_once_it_answers() {
+    let redis = RedisServer::start().await;
+    let url = format!("redis://{}/", redis.addr());
+    let channel = unique_name("frozen");
+    let node = Node::start(&[emitter(EmitterKind::PythonSocketio, url.clone(), &channel)]);
+    node.up(0).await;
+    // Frozen, the connection stays open: only an unanswered PING tells.
+    redis.pause();
+    let stats = &node.intakes[0].stats;
+    eventually(|| async {
+        if stats.failures.get() >= 1 && stats.up.get() == 0 {
+            Ok(())
+        } else {
+            Err("a frozen Redis is not noticed".to_string())
+        }
+    })
+    .await;
+    redis.resume();
+    node.up(0).await;
+    redis_publish(&url, &channel, EMIT.as_bytes()).await;
+    node.recorder.wait_for(&[r#"notify [{"n":1}]"#]).await;
+}
+
 async fn amqp_publish(url: &str, exchange: &str, payload: &[u8]) {
     let conn = lapin::Connection::connect_uri(
         connmix::emitter::amqp_consumer::uri(url).unwrap(),
