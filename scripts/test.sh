@@ -12,10 +12,10 @@
 #     amqp://guest:guest@127.0.0.1:5672/ if it answers, otherwise a private
 #     rabbitmq-server on free loopback ports (installed with apt-get if
 #     missing), stopped on exit;
-#  4. what the emitter tests drive: python-socketio, kombu and Flask-SocketIO
-#     (pip, when missing) and tests/emitters' npm packages;
-#  5. every Rust test (unit and integration: real binary, real sockets);
-#  6. the JS client's tests (node) and the web pages in headless Chromium.
+#  4. every Rust test (unit and integration: real binary, real sockets),
+#     after installing the Socket.IO clients and the emitter backends they
+#     drive (npm, pip: python-socketio, kombu, Flask-SocketIO);
+#  5. the JS client's tests (node) and the web pages in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -104,6 +104,17 @@ ensure_redis() {
     say "started redis-server on $CONNMIX_TEST_REDIS"
 }
 
+# The Socket.IO client tests (tests/socketio*.rs) drive the npm
+# socket.io-client (tests/socketio/package.json) and python-socketio's client.
+socketio_client_packages() {
+    command -v node >/dev/null || { say "node (20+) is required for tests/socketio"; return 1; }
+    (cd tests/socketio && npm install --no-audit --no-fund) || return 1
+    if ! python3 -c 'import socketio, websocket, requests' 2>/dev/null; then
+        say "installing python-socketio's client with pip"
+        python3 -m pip install "python-socketio[client]" websocket-client || return 1
+    fi
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
@@ -178,7 +189,7 @@ emitter_test_packages() {
 from importlib.metadata import version
 assert tuple(int(x) for x in version("python-socketio").split(".")[:2]) >= (5, 14)' 2>/dev/null; then
         say "installing python-socketio, kombu, Flask-SocketIO with pip"
-        python3 -m pip install --quiet "python-socketio[client]>=5.14" kombu flask-socketio redis \
+        python3 -m pip install "python-socketio[client]>=5.14" kombu flask-socketio redis \
             websocket-client || return 1
     fi
     command -v node >/dev/null || { say "node (20+) is required for tests/emitters"; return 1; }
@@ -198,6 +209,8 @@ step "Redis for the tests" "the tests need redis-server and a Redis to talk to" 
     ensure_redis
 step "RabbitMQ for the tests" "the emitter tests need rabbitmq-server and a RabbitMQ to talk to" \
     ensure_amqp
+step "Socket.IO client packages (npm socket.io-client, pip python-socketio)" "see the npm/pip output above" \
+    socketio_client_packages
 step "emitter test packages (pip, npm)" "see the pip/npm output above" \
     emitter_test_packages
 # The outer timeouts only turn a wedged run into a clear failure (exit 124);

@@ -92,7 +92,22 @@ pub async fn publish(mesh: &Mesh, params: &Value) -> Result<Value, ApiError> {
         Some(_) => return Err(ApiError::invalid("c must be a string")),
     };
     let msg = data_frame(p)?;
-    let out = mesh.publish(Arc::new(Publication::new(ch, msg))).await;
+    // `e`: the Socket.IO event name (raw WebSocket subscribers get `d` alone).
+    let event = match p.get("e") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(e)) if !e.is_empty() && e.len() <= 256 => Some(Arc::from(e.as_str())),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "e must be a non-empty string of at most 256 bytes",
+            ));
+        }
+    };
+    let out = mesh
+        .publish(Arc::new(Publication {
+            event,
+            ..Publication::new(ch, msg)
+        }))
+        .await;
     let mut r = json!({"s": out.delivery.success, "f": out.delivery.fail});
     // Cluster extensions: who did not report, or why nobody could.
     if !out.missing.is_empty() {

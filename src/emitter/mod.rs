@@ -5,13 +5,12 @@
 //! Each entry gets one consumer task on every node ([`redis_consumer`] or
 //! [`amqp_consumer`]) that reads the queue itself, decodes each message
 //! ([`python`], [`socketio_redis`]) into a [`Command`] and hands it to the
-//! [`SocketIoTarget`], which delivers to this node's local sockets only
-//! ([`intake`]). So a message reaches each client once per cluster, and a
+//! [`SocketIoTarget`] (this node's Socket.IO server, [`socketio_target`]),
+//! which delivers to this node's local sockets only ([`intake`]). So a message reaches each client once per cluster, and a
 //! queue that is down is retried ([`backoff`]) without stopping anything.
 
 pub mod amqp_consumer;
 pub mod backoff;
-pub mod channel_target;
 pub mod command;
 pub mod decode;
 pub mod intake;
@@ -19,6 +18,7 @@ pub mod metrics;
 pub mod python;
 pub mod redis_consumer;
 pub mod socketio_redis;
+pub mod socketio_target;
 
 pub use command::{Command, Emit, SocketIoTarget};
 pub use metrics::EmitterMetrics;
