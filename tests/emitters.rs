@@ -76,6 +76,22 @@ fn a_wrong_emitter_stops_start_up_naming_its_key() {
     }
 }
 
+#[test]
+fn the_emitters_example_passes_check() {
+    let o = Command::new(env!("CARGO_BIN_EXE_connmix"))
+        .args(["check", "-f", "examples/socketio-emitters.yaml"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(out.trim(), "examples/socketio-emitters.yaml: ok (1 server)");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_queue_is_retried_while_the_gateway_serves() {
     let dead = free_port();

@@ -52,18 +52,23 @@ end
 /// A gateway (`mode` dev or engine, `engine` extra lines) reading `emitters`
 /// (YAML flow maps), waiting until every emitter's queue is read.
 async fn gateway(emitters: &[String], engine: &str, mode: &str) -> Gateway {
+    let server = ServerSpec::socketio(Script::Inline(ROOMS_SCRIPT.into()));
+    gateway_with(server, emitters, engine, mode).await
+}
+
+/// [`gateway`] with another Socket.IO server.
+async fn gateway_with(
+    server: ServerSpec,
+    emitters: &[String],
+    engine: &str,
+    mode: &str,
+) -> Gateway {
     let mut lines = String::from(engine);
     lines.push_str("  emitters:\n");
     for e in emitters {
         lines.push_str(&format!("    - {e}\n"));
     }
-    let gw = Gateway::start_full(
-        vec![ServerSpec::socketio(Script::Inline(ROOMS_SCRIPT.into()))],
-        &lines,
-        "",
-        mode,
-    )
-    .await;
+    let gw = Gateway::start_full(vec![server], &lines, "", mode).await;
     for i in 0..emitters.len() {
         gw.wait_metric(&format!("connmix_emitter_up{{emitter=\"{i}\"}}"), 1.0)
             .await;
@@ -204,6 +209,63 @@ async fn run_backend(cmd: &mut tokio::process::Command, commands: Value) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+const SECRET: &str = "emitters-test-secret";
+
+/// A JWT for `uid`, as `connmix token` makes them.
+fn token(uid: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ttl = std::time::Duration::from_secs(3600);
+    let claims = connmix::jwt::token_claims(&uid.to_string(), ttl, None, now).unwrap();
+    connmix::jwt::sign_hs256(SECRET.as_bytes(), &claims).unwrap()
+}
+
+/// The story: a Flask backend's `KombuManager(write_only=True)`
+/// emits to `room=str(target)`; browsers logged in with `?token=` through
+/// the shipped lua/entry.socketio.lua (`user_room: "{uid}"`) get it in every
+/// open tab of that user, and nobody else does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kombu_backend_reaches_every_tab_of_its_user_through_the_shipped_script() {
+    let exchange = unique_name("story");
+    let url = test_amqp_url();
+    let server = ServerSpec::socketio(Script::Repo("lua/entry.socketio.lua"))
+        .option("jwt_secret", SECRET)
+        .option("user_room", "{uid}");
+    let emitter = format!("{{type: python-socketio, url: '{url}', channel: {exchange}}}");
+    let gw = gateway_with(server, &[emitter], "", "dev").await;
+    let mut tabs = Clients::connect(
+        gw.ports[0],
+        json!([
+            {"name": "tab1", "query": {"token": token(1001)}},
+            {"name": "tab2", "query": {"token": token(1001)}},
+            {"name": "other", "query": {"token": token(1002)}},
+        ]),
+    )
+    .await;
+    let notify = json!({"user_id": 1, "user_name": "a", "timestamp": 1700000000});
+    python(
+        "kombu",
+        &url,
+        &exchange,
+        json!([
+            {"method": "emit", "event": "following notify", "data": notify, "room": "1001"},
+            {"method": "emit", "event": "done", "data": 0},
+        ]),
+    )
+    .await;
+    let got = format!("following notify [{notify}]");
+    assert_eq!(
+        tabs.until_done().await,
+        BTreeMap::from([
+            ("tab1".to_string(), vec![got.clone()]),
+            ("tab2".to_string(), vec![got]),
+        ])
+    );
+    tabs.close().await;
 }
 
 /// The clients of the room scenario: a in r1; b in r1 and r2; c in r2;

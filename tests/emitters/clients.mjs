@@ -3,9 +3,9 @@
 //
 //   node clients.mjs URL SPEC
 //
-// SPEC: a JSON list of {name, namespace?, rooms: [...]}; each client
-// connects to URL + namespace with the query `rooms=a,b` (the test's script
-// joins them). Prints one JSON line per happening:
+// SPEC: a JSON list of {name, namespace?, rooms: [...], query?}; each
+// client connects to URL + namespace with the query `rooms=a,b` (the test's
+// script joins them), or with `query` when given. Prints one JSON line per happening:
 //   {"ready": {name: sid, ...}}                      all connected
 //   {"client": name, "event": E, "args": [...]}      an event (Buffers as {"b64": ...})
 //   {"client": name, "disconnect": reason}
@@ -30,7 +30,7 @@ await Promise.all(
       new Promise((resolve, reject) => {
         const ns = c.namespace && c.namespace !== "/" ? c.namespace : "";
         const s = io(url + ns, {
-          query: { rooms: (c.rooms || []).join(",") },
+          query: c.query || { rooms: (c.rooms || []).join(",") },
           forceNew: true,
           reconnection: false,
         });
