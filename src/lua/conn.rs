@@ -20,6 +20,7 @@ use crate::frame::{FrameType, frame};
 use crate::hub::Client;
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound};
+use crate::presence::MAX_USER_LEN;
 use bytes::Bytes;
 use mlua::{AnyUserData, Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
 use std::cell::{Cell, RefCell};
@@ -37,6 +38,22 @@ pub trait EventSink {
     /// `conn:emit_to(namespace, event, ...)`.
     fn emit(&self, lua: &Lua, namespace: &str, event: &str, args: MultiValue)
     -> Result<(), String>;
+}
+
+/// The context key whose value is the connection's user for presence.
+pub const USER_KEY: &str = "uid";
+
+/// The user id a context value `uid` stands for: a string (1 to
+/// [`MAX_USER_LEN`] bytes) as is, a whole number in decimal (`1001`, never
+/// `1001.0`); anything else is no user.
+pub fn user_id(v: &Value) -> Option<Arc<str>> {
+    let s = match v {
+        Value::String(s) => s.to_str().ok()?.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => format!("{}", *n as i64),
+        _ => return None,
+    };
+    (!s.is_empty() && s.len() <= MAX_USER_LEN).then(|| Arc::from(s))
 }
 
 /// Worker-local state of one connection.
@@ -164,6 +181,9 @@ impl ConnLocal {
     }
 
     pub fn set_context_value(&self, lua: &Lua, k: Value, v: Value) -> mlua::Result<()> {
+        if matches!(&k, Value::String(s) if s.as_bytes() == USER_KEY.as_bytes()) {
+            self.client.set_user(user_id(&v));
+        }
         self.context_table(lua)?.raw_set(k, v)?;
         self.context_changed.notify_waiters();
         Ok(())
@@ -177,6 +197,8 @@ impl ConnLocal {
                 fresh.raw_set(k, v)?;
             }
         }
+        self.client
+            .set_user(user_id(&fresh.raw_get::<Value>(USER_KEY)?));
         let key = lua.create_registry_value(fresh)?;
         if let Some(old) = self.context.borrow_mut().replace(key) {
             let _ = lua.remove_registry_value(old);
