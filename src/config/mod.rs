@@ -6,12 +6,14 @@
 //! key's path (`engine.servers[0].port`). It never starts anything. The
 //! checks serde cannot express (ranges, names, clashes) are in [`validate`].
 
+mod emitters;
 mod history;
 mod locate;
 mod luavm;
 mod socketio;
 mod validate;
 
+pub use emitters::{EmitterConfig, EmitterKind};
 pub use history::{HistoryConfig, MAX_HISTORY_SIZE, glob_match, policy_for};
 pub use luavm::{LuaHttpConfig, LuaVmConfig, QueueConfig, RedisConnConfig};
 pub use socketio::SocketIoOptions;
@@ -138,6 +140,8 @@ pub struct EngineConfig {
     pub cluster: Option<ClusterConfig>,
     /// Channels that keep a history of their publications (see `history.rs`).
     pub history: Vec<HistoryConfig>,
+    /// Message queues backends push Socket.IO events through.
+    pub emitters: Vec<EmitterConfig>,
     /// Seconds a publish's idempotency key (`k`) is remembered.
     pub idempotency_ttl: u64,
     /// Idempotency keys one node remembers at most (single node; a cluster
@@ -155,6 +159,7 @@ impl Default for EngineConfig {
             servers: Vec::new(),
             workers: 0,
             shutdown_timeout: 10,
+            emitters: Vec::new(),
             idempotency_ttl: 300,
             idempotency_max_keys: 100_000,
         }

@@ -10,6 +10,7 @@
 
 mod auth;
 mod client;
+mod queues;
 mod redis_server;
 
 // Each test crate uses some of these.
@@ -17,6 +18,8 @@ mod redis_server;
 pub use auth::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use queues::*;
 #[allow(unused_imports)]
 pub use redis_server::*;
 
