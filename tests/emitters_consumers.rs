@@ -105,17 +105,6 @@ fn emitter(kind: EmitterKind, url: String, channel: &str) -> EmitterConfig {
     }
 }
 
-async fn redis_publish(url: &str, channel: &str, payload: &[u8]) -> i64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("PUBLISH")
-        .arg(channel)
-        .arg(payload)
-        .query_async(&mut conn)
-        .await
-        .unwrap()
-}
-
 const EMIT: &str = r#"{"method": "emit", "event": "notify", "data": [{"n": 1}], "binary": false, "namespace": "/", "room": "42", "skip_sid": null, "callback": null, "host_id": "h"}"#;
 
 #[tokio::test(flavor = "multi_thread")]

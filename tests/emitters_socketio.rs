@@ -43,6 +43,15 @@ async fn gateway(emitters: &[String], engine: &str, mode: &str) -> Gateway {
     gateway_with(server, emitters, engine, mode).await
 }
 
+/// A dev gateway reading a python-socketio emitter on a Redis channel of
+/// its own: the gateway, the Redis URL and the channel.
+async fn python_redis_gateway(test: &str) -> (Gateway, String, String) {
+    let channel = unique_name(test);
+    let url = test_redis_url();
+    let emitter = format!("{{type: python-socketio, url: '{url}', channel: {channel}}}");
+    (gateway(&[emitter], "", "dev").await, url, channel)
+}
+
 /// [`gateway`] with another Socket.IO server.
 async fn gateway_with(
     server: ServerSpec,
@@ -284,16 +293,7 @@ async fn two_nodes_deliver_one_emit_once_to_each_client() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn room_moves_close_room_and_disconnect_from_a_python_server() {
-    let channel = unique_name("moves");
-    let url = test_redis_url();
-    let gw = gateway(
-        &[format!(
-            "{{type: python-socketio, url: '{url}', channel: {channel}}}"
-        )],
-        "",
-        "dev",
-    )
-    .await;
+    let (gw, url, channel) = python_redis_gateway("moves").await;
     let mut clients = Clients::connect(
         gw.ports[0],
         json!([
@@ -334,32 +334,15 @@ async fn room_moves_close_room_and_disconnect_from_a_python_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_on_the_queue_leaves_the_gateway_serving() {
-    let channel = unique_name("garbage");
-    let url = test_redis_url();
-    let gw = gateway(
-        &[format!(
-            "{{type: python-socketio, url: '{url}', channel: {channel}}}"
-        )],
-        "",
-        "dev",
-    )
-    .await;
+    let (gw, url, channel) = python_redis_gateway("garbage").await;
     let mut clients = Clients::connect(gw.ports[0], json!([{"name": "a", "rooms": ["r"]}])).await;
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     for junk in [
         &b"\x00\xff"[..],
         b"{\"method\":\"emit\"}",
         b"[]",
         b"\x80\x04K\x01.",
     ] {
-        let n: i64 = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(junk)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(redis_publish(&url, &channel, junk).await, 1);
     }
     python(
         "redis",

@@ -8,6 +8,11 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+/// The bound on waits for node and python processes to start, connect,
+/// publish and report: only a hung one hits it (python and node start
+/// slowly on a loaded machine, so it is longer than [`DEADLINE`]).
+pub const PROCESS_DEADLINE: Duration = Duration::from_secs(90);
+
 /// tests/emitters, with its npm packages installed.
 pub fn emitter_scripts() -> std::path::PathBuf {
     let dir = repo().join("tests/emitters");
@@ -43,7 +48,7 @@ impl Clients {
             .spawn()
             .expect("node is required (scripts/test.sh)");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(DEADLINE, lines.next_line())
+        let ready = tokio::time::timeout(PROCESS_DEADLINE, lines.next_line())
             .await
             .expect("clients did not connect in time")
             .unwrap()
@@ -73,7 +78,7 @@ impl Clients {
         let names: Vec<String> = self.sids.keys().cloned().collect();
         let mut done = HashSet::new();
         while done.len() < names.len() {
-            let line = tokio::time::timeout(DEADLINE, self.lines.next_line())
+            let line = tokio::time::timeout(PROCESS_DEADLINE, self.lines.next_line())
                 .await
                 .unwrap_or_else(|_| panic!("not every client got `done`; so far {:?}", self.got))
                 .unwrap()
@@ -143,7 +148,7 @@ async fn run_backend(cmd: &mut tokio::process::Command, commands: Value) {
         .await
         .unwrap();
     drop(stdin);
-    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
+    let out = tokio::time::timeout(PROCESS_DEADLINE, child.wait_with_output())
         .await
         .expect("the backend hung")
         .unwrap();
