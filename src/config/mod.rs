@@ -7,12 +7,14 @@
 //! checks serde cannot express (ranges, names, clashes) are in [`validate`].
 
 mod emitters;
+mod history;
 mod locate;
 mod luavm;
 mod socketio;
 mod validate;
 
 pub use emitters::{EmitterConfig, EmitterKind};
+pub use history::{HistoryConfig, MAX_HISTORY_SIZE, glob_match, policy_for};
 pub use luavm::{LuaHttpConfig, LuaVmConfig, QueueConfig, RedisConnConfig};
 pub use socketio::SocketIoOptions;
 
@@ -138,6 +140,8 @@ pub struct EngineConfig {
     pub cluster: Option<ClusterConfig>,
     /// Message queues backends push Socket.IO events through.
     pub emitters: Vec<EmitterConfig>,
+    /// Channels that keep a history of their publications (see `history.rs`).
+    pub history: Vec<HistoryConfig>,
     /// Seconds a publish's idempotency key (`k`) is remembered.
     pub idempotency_ttl: u64,
     /// Idempotency keys one node remembers at most (single node; a cluster
@@ -149,6 +153,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             cluster: None,
+            history: Vec::new(),
             api_server: ApiServerConfig::default(),
             luavm: LuaVmConfig::default(),
             servers: Vec::new(),

@@ -204,6 +204,7 @@ impl Config {
             e.check()
                 .map_err(|(k, m)| (format!("engine.emitters[{i}].{k}"), m))?;
         }
+        super::history::validate(&self.engine.history)?;
         for (i, u) in self.access.users.iter().enumerate() {
             for r in &u.roles {
                 if r != "read" && r != "write" {
