@@ -124,8 +124,6 @@ async fn garbage_on_the_queue_is_counted_and_what_follows_is_applied() {
     ))
     .await;
     gw.wait_metric(&up(0), 1.0).await;
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     for junk in [
         &b"\x00\xff"[..],
         b"{\"method\":\"emit\"}",
@@ -134,12 +132,7 @@ async fn garbage_on_the_queue_is_counted_and_what_follows_is_applied() {
         b"\x80\x04K\x02.",
         br#"{"method": "emit", "event": "after", "data": ["ok"], "room": "r"}"#,
     ] {
-        let n: i64 = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(junk)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let n = redis_publish(&url, &channel, junk).await;
         assert_eq!(n, 1, "the gateway subscribes");
     }
     gw.wait_metric(&messages(0, "applied"), 1.0).await;

@@ -18,6 +18,7 @@ use connmix::emitter::{Command, EmitterMetrics, SocketIoTarget};
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, ExchangeKind};
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -103,17 +104,6 @@ fn emitter(kind: EmitterKind, url: String, channel: &str) -> EmitterConfig {
         url,
         channel: Some(channel.to_string()),
     }
-}
-
-async fn redis_publish(url: &str, channel: &str, payload: &[u8]) -> i64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("PUBLISH")
-        .arg(channel)
-        .arg(payload)
-        .query_async(&mut conn)
-        .await
-        .unwrap()
 }
 
 const EMIT: &str = r#"{"method": "emit", "event": "notify", "data": [{"n": 1}], "binary": false, "namespace": "/", "room": "42", "skip_sid": null, "callback": null, "host_id": "h"}"#;
@@ -334,6 +324,71 @@ async fn an_exchange_declared_durable_by_the_backend_is_used_as_it_is() {
     node.recorder.wait_for(&[r#"notify [{"n":1}]"#]).await;
     assert_eq!(node.intakes[0].stats.failures.get(), 0);
     conn.close(200, "done".into()).await.unwrap();
+}
+
+/// A TCP relay to `upstream` whose connections can be cut at once (a
+/// RabbitMQ link dropped by the network), while it keeps accepting.
+struct Relay {
+    port: u16,
+    cut: Arc<tokio::sync::Notify>,
+}
+
+impl Relay {
+    async fn start(upstream: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(tokio::sync::Notify::new());
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let cut = cuts.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let mut outbound = tokio::net::TcpStream::connect(upstream).await.unwrap();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Relay { port, cut }
+    }
+
+    /// Drops every connection open now.
+    fn cut(&self) {
+        self.cut.notify_waiters();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_amqp_link_is_noticed_and_a_new_queue_bound() {
+    let broker = lapin::uri::AMQPUri::from_str(&test_amqp_url()).unwrap();
+    let upstream = format!("{}:{}", broker.authority.host, broker.authority.port);
+    let relay = Relay::start(upstream).await;
+    let mut via_relay = url::Url::parse(&test_amqp_url()).unwrap();
+    via_relay.set_host(Some("127.0.0.1")).unwrap();
+    via_relay.set_port(Some(relay.port)).unwrap();
+    let exchange = unique_name("dropped");
+    let node = Node::start(&[emitter(
+        EmitterKind::PythonSocketio,
+        via_relay.to_string(),
+        &exchange,
+    )]);
+    node.up(0).await;
+    relay.cut();
+    let stats = &node.intakes[0].stats;
+    eventually(|| async {
+        if stats.failures.get() >= 1 {
+            Ok(())
+        } else {
+            Err("the dropped link is not noticed".to_string())
+        }
+    })
+    .await;
+    node.up(0).await;
+    amqp_publish(&test_amqp_url(), &exchange, EMIT.as_bytes()).await;
+    node.recorder.wait_for(&[r#"notify [{"n":1}]"#]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

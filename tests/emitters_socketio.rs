@@ -20,20 +20,7 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-fn scripts() -> std::path::PathBuf {
-    let dir = repo().join("tests/emitters");
-    assert!(
-        dir.join("node_modules/socket.io-client").exists()
-            && dir.join("node_modules/@socket.io/redis-emitter").exists(),
-        "run `npm install` in {} (scripts/test.sh does)",
-        dir.display()
-    );
-    dir
-}
+use std::collections::BTreeMap;
 
 /// Joins the rooms of `?rooms=a,b` in the client's namespace.
 const ROOMS_SCRIPT: &str = r##"
@@ -56,6 +43,15 @@ async fn gateway(emitters: &[String], engine: &str, mode: &str) -> Gateway {
     gateway_with(server, emitters, engine, mode).await
 }
 
+/// A dev gateway reading a python-socketio emitter on a Redis channel of
+/// its own: the gateway, the Redis URL and the channel.
+async fn python_redis_gateway(test: &str) -> (Gateway, String, String) {
+    let channel = unique_name(test);
+    let url = test_redis_url();
+    let emitter = format!("{{type: python-socketio, url: '{url}', channel: {channel}}}");
+    (gateway(&[emitter], "", "dev").await, url, channel)
+}
+
 /// [`gateway`] with another Socket.IO server.
 async fn gateway_with(
     server: ServerSpec,
@@ -74,141 +70,6 @@ async fn gateway_with(
             .await;
     }
     gw
-}
-
-/// socket.io-client processes (tests/emitters/clients.mjs).
-struct Clients {
-    child: tokio::process::Child,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    sids: HashMap<String, String>,
-    /// Events per client: `event args-json`.
-    got: BTreeMap<String, Vec<String>>,
-}
-
-impl Clients {
-    /// Connects `spec` (`[{name, namespace?, rooms}]`) to `port`.
-    async fn connect(port: u16, spec: Value) -> Clients {
-        let mut child = tokio::process::Command::new("node")
-            .arg("clients.mjs")
-            .arg(format!("http://127.0.0.1:{port}"))
-            .arg(spec.to_string())
-            .current_dir(scripts())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("node is required (scripts/test.sh)");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let ready = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("clients did not connect in time")
-            .unwrap()
-            .expect("clients.mjs exited before connecting (see stderr)");
-        let v: Value = serde_json::from_str(&ready).unwrap();
-        let sids = v["ready"]
-            .as_object()
-            .unwrap_or_else(|| panic!("not ready: {ready}"))
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-            .collect();
-        Clients {
-            child,
-            lines,
-            sids,
-            got: BTreeMap::new(),
-        }
-    }
-
-    fn sid(&self, name: &str) -> &str {
-        &self.sids[name]
-    }
-
-    /// Reads until every client has the event `done` (or was disconnected);
-    /// returns each client's events before it.
-    async fn until_done(&mut self) -> BTreeMap<String, Vec<String>> {
-        let names: Vec<String> = self.sids.keys().cloned().collect();
-        let mut done = HashSet::new();
-        while done.len() < names.len() {
-            let line = tokio::time::timeout(DEADLINE, self.lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("not every client got `done`; so far {:?}", self.got))
-                .unwrap()
-                .expect("clients.mjs exited");
-            let v: Value = serde_json::from_str(&line).unwrap();
-            let client = v["client"].as_str().unwrap().to_string();
-            if let Some(reason) = v["disconnect"].as_str() {
-                // A client the server disconnected gets nothing more.
-                self.got
-                    .entry(client.clone())
-                    .or_default()
-                    .push(format!("disconnect {reason}"));
-                done.insert(client);
-                continue;
-            }
-            match v["event"].as_str() {
-                Some("done") => {
-                    done.insert(client);
-                }
-                Some(event) => self
-                    .got
-                    .entry(client)
-                    .or_default()
-                    .push(format!("{event} {}", v["args"])),
-                None => panic!("{line}"),
-            }
-        }
-        std::mem::take(&mut self.got)
-    }
-
-    async fn close(mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait().await;
-    }
-}
-
-/// Runs tests/emitters/backend.py `kind` with `commands`.
-async fn python(kind: &str, url: &str, channel: &str, commands: Value) {
-    run_backend(
-        tokio::process::Command::new("python3").args(["backend.py", kind, url, channel]),
-        commands,
-    )
-    .await
-}
-
-/// Runs tests/emitters/emitter.mjs (the Node emitter) with `commands`.
-async fn node_emitter(url: &str, key: &str, commands: Value) {
-    run_backend(
-        tokio::process::Command::new("node").args(["emitter.mjs", url, key]),
-        commands,
-    )
-    .await
-}
-
-async fn run_backend(cmd: &mut tokio::process::Command, commands: Value) {
-    let mut child = cmd
-        .current_dir(scripts())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python3 / node are required (scripts/test.sh)");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(commands.to_string().as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let out = tokio::time::timeout(DEADLINE, child.wait_with_output())
-        .await
-        .expect("the backend hung")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "backend failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 const SECRET: &str = "emitters-test-secret";
@@ -432,16 +293,7 @@ async fn two_nodes_deliver_one_emit_once_to_each_client() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn room_moves_close_room_and_disconnect_from_a_python_server() {
-    let channel = unique_name("moves");
-    let url = test_redis_url();
-    let gw = gateway(
-        &[format!(
-            "{{type: python-socketio, url: '{url}', channel: {channel}}}"
-        )],
-        "",
-        "dev",
-    )
-    .await;
+    let (gw, url, channel) = python_redis_gateway("moves").await;
     let mut clients = Clients::connect(
         gw.ports[0],
         json!([
@@ -482,32 +334,15 @@ async fn room_moves_close_room_and_disconnect_from_a_python_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn garbage_on_the_queue_leaves_the_gateway_serving() {
-    let channel = unique_name("garbage");
-    let url = test_redis_url();
-    let gw = gateway(
-        &[format!(
-            "{{type: python-socketio, url: '{url}', channel: {channel}}}"
-        )],
-        "",
-        "dev",
-    )
-    .await;
+    let (gw, url, channel) = python_redis_gateway("garbage").await;
     let mut clients = Clients::connect(gw.ports[0], json!([{"name": "a", "rooms": ["r"]}])).await;
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     for junk in [
         &b"\x00\xff"[..],
         b"{\"method\":\"emit\"}",
         b"[]",
         b"\x80\x04K\x01.",
     ] {
-        let n: i64 = redis::cmd("PUBLISH")
-            .arg(&channel)
-            .arg(junk)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(redis_publish(&url, &channel, junk).await, 1);
     }
     python(
         "redis",

@@ -138,10 +138,10 @@ pub struct EngineConfig {
     pub shutdown_timeout: u64,
     /// Cluster mode (`connmix engine`): the Redis broker shared by all nodes.
     pub cluster: Option<ClusterConfig>,
-    /// Channels that keep a history of their publications (see `history.rs`).
-    pub history: Vec<HistoryConfig>,
     /// Message queues backends push Socket.IO events through.
     pub emitters: Vec<EmitterConfig>,
+    /// Channels that keep a history of their publications (see `history.rs`).
+    pub history: Vec<HistoryConfig>,
     /// Seconds a publish's idempotency key (`k`) is remembered.
     pub idempotency_ttl: u64,
     /// Idempotency keys one node remembers at most (single node; a cluster

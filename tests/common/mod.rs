@@ -10,6 +10,7 @@
 
 mod auth;
 mod client;
+mod emitter_processes;
 mod queues;
 mod redis_server;
 
@@ -18,6 +19,8 @@ mod redis_server;
 pub use auth::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use emitter_processes::*;
 #[allow(unused_imports)]
 pub use queues::*;
 #[allow(unused_imports)]

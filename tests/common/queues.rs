@@ -28,3 +28,15 @@ pub fn unique_name(test: &str) -> String {
         .as_nanos();
     format!("cmx-{test}-{nanos}")
 }
+
+/// `PUBLISH channel payload` on the Redis at `url`; the subscribers reached.
+pub async fn redis_publish(url: &str, channel: &str, payload: &[u8]) -> i64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(payload)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
