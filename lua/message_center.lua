@@ -157,6 +157,10 @@ local function channel(conn, op, data)
     reply(conn, { result = true })
 end
 
+-- Shared with entry.socketio.lua.
+M.resolve_uid = resolve_uid
+M.uid_string = uid_string
+
 function M.on_message(msg, conn)
     conn = conn or mix.websocket()
     if msg["type"] ~= "text" then

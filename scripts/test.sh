@@ -8,7 +8,8 @@
 #  2. a Redis for the tests that need one: $CONNMIX_TEST_REDIS (host:port) or
 #     127.0.0.1:6379 if it answers PING, otherwise a private redis-server on a
 #     free loopback port (installed with apt-get if missing), stopped on exit;
-#  3. every Rust test (unit and integration: real binary, real sockets);
+#  3. every Rust test (unit and integration: real binary, real sockets),
+#     after installing the Socket.IO clients they drive (npm, pip);
 #  4. the JS client's tests (node) and the web pages in headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +90,17 @@ ensure_redis() {
     say "started redis-server on $CONNMIX_TEST_REDIS"
 }
 
+# The Socket.IO client tests (tests/socketio*.rs) drive the npm
+# socket.io-client (tests/socketio/package.json) and python-socketio's client.
+socketio_client_packages() {
+    command -v node >/dev/null || { say "node (20+) is required for tests/socketio"; return 1; }
+    (cd tests/socketio && npm install --no-audit --no-fund) || return 1
+    if ! python3 -c 'import socketio, websocket, requests' 2>/dev/null; then
+        say "installing python-socketio's client with pip"
+        python3 -m pip install "python-socketio[client]" websocket-client || return 1
+    fi
+}
+
 js_client_tests() {
     command -v node >/dev/null || { say "node (20+) is required for clients/js"; return 1; }
     (cd clients/js && npm install --no-audit --no-fund && timeout 600 npm test)
@@ -100,6 +112,8 @@ step "cargo clippy --workspace --all-targets -- -D warnings" "fix the warnings a
     cargo clippy --workspace --all-targets -- -D warnings
 step "Redis for the tests" "the tests need redis-server and a Redis to talk to" \
     ensure_redis
+step "Socket.IO client packages (npm socket.io-client, pip python-socketio)" "see the npm/pip output above" \
+    socketio_client_packages
 # The outer timeouts only turn a wedged run into a clear failure (exit 124);
 # each test has its own deadline.
 # test-hooks: lets tests/limits.rs inject a panic into a connection task.

@@ -63,15 +63,29 @@ fn idempotency_key(p: &serde_json::Map<String, Value>) -> Result<Option<String>,
     }
 }
 
+/// `e`: the Socket.IO event name (raw WebSocket subscribers get `d` alone).
+fn event(p: &serde_json::Map<String, Value>) -> Result<Option<Arc<str>>, ApiError> {
+    match p.get("e") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(e)) if !e.is_empty() && e.len() <= 256 => {
+            Ok(Some(Arc::from(e.as_str())))
+        }
+        Some(_) => Err(ApiError::invalid(
+            "e must be a non-empty string of at most 256 bytes",
+        )),
+    }
+}
+
 /// `mesh.publish` / `POST /v1/mesh/publish`.
 pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError> {
     let p = object(params)?;
     let chans = channels(p, state.config.engine.api_server.max_publish_channels)?;
     let msg = data_frame(p)?;
+    let event = event(p)?;
     let key = idempotency_key(p)?;
     let mesh = state.mesh.clone();
     let Some(key) = key else {
-        return Ok(deliver(&mesh, &chans, msg).await);
+        return Ok(deliver(&mesh, &chans, msg, event).await);
     };
     // Channel names contain no spaces, so the list joined by one is unique.
     let scope = chans.join(" ");
@@ -79,7 +93,7 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
     match mesh.claim(&scope, &key, ttl).await {
         Claim::First => {
             let task = tokio::spawn(async move {
-                let r = deliver(&mesh, &chans, msg).await;
+                let r = deliver(&mesh, &chans, msg, event).await;
                 mesh.settle(&scope, &key, r.to_string(), ttl).await;
                 r
             });
@@ -105,16 +119,24 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
     }
 }
 
-/// Publishes `msg` to every channel of `chans` and answers the summed counts.
-async fn deliver(mesh: &Arc<Mesh>, chans: &[String], msg: Message) -> Value {
+/// Publishes `msg` (with Socket.IO event `event`) to every channel of
+/// `chans` and answers the summed counts.
+async fn deliver(
+    mesh: &Arc<Mesh>,
+    chans: &[String],
+    msg: Message,
+    event: Option<Arc<str>>,
+) -> Value {
+    let publication = |ch: &str| {
+        Arc::new(Publication {
+            event: event.clone(),
+            ..Publication::new(ch, msg.clone())
+        })
+    };
     if let [ch] = chans {
-        return answer(&mesh.publish(Arc::new(Publication::new(ch, msg))).await);
+        return answer(&mesh.publish(publication(ch)).await);
     }
-    let outs = futures_util::future::join_all(
-        chans
-            .iter()
-            .map(|ch| mesh.publish(Arc::new(Publication::new(ch, msg.clone())))),
-    );
+    let outs = futures_util::future::join_all(chans.iter().map(|ch| mesh.publish(publication(ch))));
     let mut sum = Published::default();
     for out in outs.await {
         sum.delivery.success += out.delivery.success;

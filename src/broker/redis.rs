@@ -10,8 +10,9 @@
 //!   `p:chnodes:<channel>` (nodes with subscribers of a channel) and
 //!   `p:nodechans:<n>` (channels of node `n`), so a publish knows whose
 //!   delivery counts to wait for, and a dead node's entries can be removed.
-//! - `p:epoch`, `p:synced`: which nodes have their subscriptions in place
-//!   (see [`super::sync`]).
+//! - `p:epoch`, `p:synced`, `p:syncgen`: which nodes have their
+//!   subscriptions in place, and a token that changes with them (see
+//!   [`super::sync`]).
 //!
 //! This file holds the handling of what arrives and the [`Broker`]
 //! implementation; the requests a node makes (publish, send, call) live in
@@ -286,10 +287,9 @@ impl RedisBroker {
                 };
                 let (s, f) = match (frame(data, ftype), self.local()) {
                     (Ok(frame), Some(local)) => local.deliver(&Arc::new(Publication {
-                        channel: ch.into(),
-                        frame,
                         event,
                         position,
+                        ..Publication::new(ch, frame)
                     })),
                     _ => (0, 0),
                 };

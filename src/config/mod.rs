@@ -8,9 +8,11 @@
 
 mod locate;
 mod luavm;
+mod socketio;
 mod validate;
 
 pub use luavm::{LuaHttpConfig, LuaVmConfig, QueueConfig, RedisConnConfig};
+pub use socketio::SocketIoOptions;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -341,9 +343,19 @@ impl ServerConfig {
             .map(|o| o.value.as_str())
     }
 
-    /// The URL path clients must connect to (option `path`, default `/`).
+    /// The URL path clients must connect to (option `path`; default `/`,
+    /// `/socket.io/` for `protocol: socketio`, `/engine.io/` for `engineio`).
     pub fn path(&self) -> &str {
-        self.option("path").unwrap_or("/")
+        self.option("path").unwrap_or(match self.protocol.as_str() {
+            "socketio" => "/socket.io/",
+            "engineio" => "/engine.io/",
+            _ => "/",
+        })
+    }
+
+    /// Whether clients speak Engine.IO (`protocol: socketio` or `engineio`).
+    pub fn is_engineio(&self) -> bool {
+        matches!(self.protocol.as_str(), "socketio" | "engineio")
     }
 }
 

@@ -26,11 +26,17 @@ impl Config {
         }
         for (i, s) in self.engine.servers.iter().enumerate() {
             let key = |k: &str| format!("engine.servers[{i}].{k}");
-            if s.protocol != "websocket" {
+            if !["websocket", "socketio", "engineio"].contains(&s.protocol.as_str()) {
                 return Err((
                     key("protocol"),
-                    format!("unsupported protocol {:?}; only websocket", s.protocol),
+                    format!(
+                        "unsupported protocol {:?}; use websocket, socketio or engineio",
+                        s.protocol
+                    ),
                 ));
+            }
+            if s.is_engineio() {
+                super::SocketIoOptions::from_server(i, s)?;
             }
             if s.port == 0 {
                 return Err((key("port"), "must be between 1 and 65535".into()));

@@ -46,6 +46,16 @@ pub fn user_id(v: &Value) -> Option<Arc<str>> {
     (!s.is_empty() && s.len() <= MAX_USER_LEN).then(|| Arc::from(s))
 }
 
+/// What a protocol with named events (Socket.IO) adds to `conn`: the
+/// server implements it and attaches it with [`ConnLocal::set_events`];
+/// plain WebSocket connections have none and `conn:emit` is an error there.
+pub trait EventSink {
+    /// `conn:emit(event, ...)` (namespace `/`) and
+    /// `conn:emit_to(namespace, event, ...)`.
+    fn emit(&self, lua: &Lua, namespace: &str, event: &str, args: MultiValue)
+    -> Result<(), String>;
+}
+
 /// Worker-local state of one connection.
 pub struct ConnLocal {
     pub client: Arc<Client>,
@@ -61,7 +71,10 @@ pub struct ConnLocal {
     pub script_version: Cell<u64>,
     /// Cluster: what this connection's next frames wait for (the broker
     /// hearing its latest channels), set by `conn:subscribe`.
-    hold_interest: RefCell<Option<BoxFuture<'static, ()>>>,
+    /// (A `Cell`, not a `RefCell`: 8 bytes less in every connection.)
+    hold_interest: Cell<Option<BoxFuture<'static, ()>>>,
+    /// Named events (Socket.IO); `None` on WebSocket servers.
+    events: RefCell<Option<Rc<dyn EventSink>>>,
     ctx: Rc<CtxRef>,
 }
 
@@ -91,7 +104,8 @@ impl ConnLocal {
             context: RefCell::new(None),
             context_changed: Notify::new(),
             script_version: Cell::new(0),
-            hold_interest: RefCell::new(None),
+            hold_interest: Cell::new(None),
+            events: RefCell::new(None),
             ctx,
         });
         let ud = lua.create_userdata(LuaConn {
@@ -100,6 +114,25 @@ impl ConnLocal {
         })?;
         *conn.ud.borrow_mut() = Some(lua.create_registry_value(ud)?);
         Ok(conn)
+    }
+
+    /// Gives the connection named events (`conn:emit`).
+    pub fn set_events(&self, sink: Rc<dyn EventSink>) {
+        *self.events.borrow_mut() = Some(sink);
+    }
+
+    fn emit(
+        &self,
+        lua: &Lua,
+        namespace: &str,
+        event: &str,
+        args: MultiValue,
+    ) -> Result<(), String> {
+        let sink = self.events.borrow().clone();
+        match sink {
+            Some(s) => s.emit(lua, namespace, event, args),
+            None => Err("conn:emit needs a Socket.IO connection (protocol: socketio)".into()),
+        }
     }
 
     pub fn set_env(&self, env: Table) -> mlua::Result<()> {
@@ -130,6 +163,7 @@ impl ConnLocal {
 
     /// Releases every Lua reference so the VM can collect them.
     pub fn release(&self) {
+        self.events.borrow_mut().take();
         for slot in [&self.env, &self.ud, &self.context] {
             if let Some(key) = slot.borrow_mut().take() {
                 let _ = self.lua.remove_registry_value(key);
@@ -184,13 +218,13 @@ impl ConnLocal {
     /// publish the client's reply prompts is never missed. No-op on one node.
     fn hold_until_heard(&self) {
         if let Some(wait) = self.ctx.mesh.until_heard() {
-            *self.hold_interest.borrow_mut() = Some(wait);
+            self.hold_interest.set(Some(wait));
         }
     }
 
     /// The wait set by `hold_until_heard`, taken once.
     pub fn take_hold(&self) -> Option<BoxFuture<'static, ()>> {
-        self.hold_interest.borrow_mut().take()
+        self.hold_interest.take()
     }
 
     /// Applies a remote `conn.call`.
@@ -383,6 +417,19 @@ impl UserData for LuaConn {
                         .push(Outbound::Message(msg))
                         .map_err(|e| format!("send failed: {e:?}"))
                 });
+                err_value(lua, r)
+            },
+        );
+        m.add_method("emit", |lua, this, (event, args): (String, MultiValue)| {
+            let r = this.get().and_then(|c| c.emit(lua, "/", &event, args));
+            err_value(lua, r)
+        });
+        m.add_method(
+            "emit_to",
+            |lua, this, (namespace, event, args): (String, String, MultiValue)| {
+                let r = this
+                    .get()
+                    .and_then(|c| c.emit(lua, &namespace, &event, args));
                 err_value(lua, r)
             },
         );

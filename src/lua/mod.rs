@@ -18,6 +18,7 @@
 //! - A Lua error is logged with file, line and client id, counted, and
 //!   swallowed: it never reaches the connection loop as a failure.
 
+pub mod binary;
 pub mod budget;
 pub mod conn;
 pub mod http;

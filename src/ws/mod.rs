@@ -8,7 +8,10 @@
 
 pub mod connection;
 pub mod handshake;
-mod hook_handshake;
+pub mod hook_handshake;
+#[cfg(test)]
+mod memory_tests;
+pub(crate) mod upgrade;
 
 use crate::config::ServerConfig;
 use crate::worker::{Job, WorkerHandle};
@@ -91,7 +94,7 @@ pub async fn accept_loop(
         };
         let srv = server.clone();
         worker.submit(Job::new(move |state| {
-            Box::pin(connection::serve(state, std_stream, peer, srv))
+            connection::serve(state, std_stream, peer, srv)
         }));
     }
 }

@@ -167,12 +167,13 @@ function yamlString(s) {
  * Starts a gateway. options: auth (from startAuthApi), users ([{username,
  * password, roles}]), serverOptions ({name: value}).
  */
-export async function startGateway({ auth, users = [], serverOptions = {} } = {}) {
+export async function startGateway({ auth, users = [], serverOptions = {}, protocol = "websocket" } = {}) {
     ensureBinary();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "connmix-js-"));
     const apiPort = await freePort();
     const wsPort = await freePort();
-    const entry = path.join(dir, "entry.websocket.lua");
+    const socketio = protocol === "socketio";
+    const entry = path.join(dir, socketio ? "entry.socketio.lua" : "entry.websocket.lua");
     // The shipped entry script requires modules from its own folder
     // (message_center.lua): copy them beside the generated entry.
     for (const f of fs.readdirSync(path.join(REPO, "lua"))) {
@@ -181,8 +182,10 @@ export async function startGateway({ auth, users = [], serverOptions = {} } = {}
         }
     }
     const shipped = fs.readFileSync(path.join(REPO, "lua/entry.websocket.lua"), "utf8");
-    fs.writeFileSync(entry, shipped + "\n" + NOTIFY_LUA);
-    const options = { path: "/chat", ...serverOptions };
+    if (!socketio) {
+        fs.writeFileSync(entry, shipped + "\n" + NOTIFY_LUA);
+    }
+    const options = { path: socketio ? "/socket.io/" : "/chat", ...serverOptions };
     if (auth) {
         options.auth_url ??= auth.url;
         options.test_notify_url ??= auth.notifyUrl;
@@ -202,7 +205,7 @@ export async function startGateway({ auth, users = [], serverOptions = {} } = {}
         "  servers:",
         `    - port: ${wsPort}`,
         "      bind: 127.0.0.1",
-        "      protocol: websocket",
+        `      protocol: ${protocol}`,
         `      entry: ${yamlString(entry)}`,
         "      options:",
         ...Object.entries(options).map(([k, v]) => `        - {name: ${k}, value: ${yamlString(v)}}`),
@@ -228,7 +231,7 @@ export async function startGateway({ auth, users = [], serverOptions = {} } = {}
         dir,
         apiPort,
         wsPort,
-        url: `ws://127.0.0.1:${wsPort}/chat`,
+        url: socketio ? `http://127.0.0.1:${wsPort}` : `ws://127.0.0.1:${wsPort}/chat`,
         api,
         log: readLog,
         /** POST /v1/mesh/publish; returns the parsed envelope. */
