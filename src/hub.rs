@@ -6,6 +6,10 @@
 //! removed so churn leaves nothing behind. The hub never talks to a broker or
 //! to Lua; [`crate::mesh`] decides what crosses nodes and tells the broker
 //! about the first/last local subscriber the hub reports.
+//!
+//! Each channel also keeps how many of its subscribers each user has (the
+//! connection's `uid`, see [`Hub::set_user`]), so presence is read from the
+//! channel's entry without visiting its clients.
 
 use crate::client_id::{self, ClientId};
 use crate::outbox::{Outbound, Outbox, PushError};
