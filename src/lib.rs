@@ -123,7 +123,13 @@ impl Gateway {
             depth: metrics.queue_depth.clone(),
         });
         let queues = Arc::new(queue::Queues::new(store));
-        let mesh = Arc::new(mesh::Mesh::new(hub, metrics, queues, broker.clone()));
+        let mesh = Arc::new(mesh::Mesh::new(
+            hub,
+            metrics,
+            queues,
+            broker.clone(),
+            config.engine.history.clone(),
+        ));
 
         // Bind first so a taken port fails before any thread starts.
         let api = &config.engine.api_server;

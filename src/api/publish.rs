@@ -64,7 +64,7 @@ fn idempotency_key(p: &serde_json::Map<String, Value>) -> Result<Option<String>,
 }
 
 /// `e`: the Socket.IO event name (raw WebSocket subscribers get `d` alone).
-fn event(p: &serde_json::Map<String, Value>) -> Result<Option<Arc<str>>, ApiError> {
+fn event_name(p: &serde_json::Map<String, Value>) -> Result<Option<Arc<str>>, ApiError> {
     match p.get("e") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(e)) if !e.is_empty() && e.len() <= 256 => {
@@ -81,7 +81,7 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
     let p = object(params)?;
     let chans = channels(p, state.config.engine.api_server.max_publish_channels)?;
     let msg = data_frame(p)?;
-    let event = event(p)?;
+    let event = event_name(p)?;
     let key = idempotency_key(p)?;
     let mesh = state.mesh.clone();
     let Some(key) = key else {
@@ -119,26 +119,36 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
     }
 }
 
-/// Publishes `msg` (with Socket.IO event `event`) to every channel of
-/// `chans` and answers the summed counts.
+/// Publishes `msg` to every channel of `chans` and answers the summed counts.
 async fn deliver(
     mesh: &Arc<Mesh>,
     chans: &[String],
     msg: Message,
     event: Option<Arc<str>>,
 ) -> Value {
-    let publication = |ch: &str| {
+    let publication = |ch: &str, msg: Message| {
         Arc::new(Publication {
             event: event.clone(),
-            ..Publication::new(ch, msg.clone())
+            ..Publication::new(ch, msg)
         })
     };
     if let [ch] = chans {
-        return answer(&mesh.publish(publication(ch)).await);
+        return answer(&mesh.publish(publication(ch, msg)).await);
     }
-    let outs = futures_util::future::join_all(chans.iter().map(|ch| mesh.publish(publication(ch))));
+    let outs = futures_util::future::join_all(
+        chans
+            .iter()
+            .map(|ch| mesh.publish(publication(ch, msg.clone()))),
+    );
     let mut sum = Published::default();
-    for out in outs.await {
+    let mut positions = serde_json::Map::new();
+    for (ch, out) in chans.iter().zip(outs.await) {
+        if let Some(pos) = &out.position {
+            positions.insert(
+                ch.clone(),
+                json!({"offset": pos.offset, "epoch": &*pos.epoch}),
+            );
+        }
         sum.delivery.success += out.delivery.success;
         sum.delivery.fail += out.delivery.fail;
         for m in out.missing {
@@ -148,7 +158,12 @@ async fn deliver(
         }
         sum.error = sum.error.or(out.error);
     }
-    answer(&sum)
+    let mut r = answer(&sum);
+    // History extension: each channel's position, for those with history.
+    if !positions.is_empty() {
+        r["positions"] = Value::Object(positions);
+    }
+    r
 }
 
 /// The `r` object of a publish.
@@ -160,6 +175,11 @@ fn answer(out: &Published) -> Value {
     }
     if let Some(e) = &out.error {
         r["error"] = json!(e);
+    }
+    // History extension: the publication's position in its channel.
+    if let Some(pos) = &out.position {
+        r["offset"] = json!(pos.offset);
+        r["epoch"] = json!(&*pos.epoch);
     }
     r
 }

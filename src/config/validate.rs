@@ -200,6 +200,7 @@ impl Config {
                 }
             }
         }
+        super::history::validate(&self.engine.history)?;
         for (i, u) in self.access.users.iter().enumerate() {
             for r in &u.roles {
                 if r != "read" && r != "write" {
