@@ -35,9 +35,9 @@ fn main() {
     let hub = Hub::new(1);
     for i in 0..n {
         let c = Arc::new(Client::new(hub.next_id(), 0, (1024, 4 << 20), 100));
-        c.set_user(Some(Arc::from((i % users).to_string())));
         hub.register(c.clone());
         hub.subscribe(&c, "room").unwrap();
+        hub.set_user(&c, Some(Arc::from((i % users).to_string())));
     }
     let full = time(21, || {
         let p = hub.presence("room", true);

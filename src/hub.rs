@@ -6,6 +6,10 @@
 //! removed so churn leaves nothing behind. The hub never talks to a broker or
 //! to Lua; [`crate::mesh`] decides what crosses nodes and tells the broker
 //! about the first/last local subscriber the hub reports.
+//!
+//! Each channel also keeps how many of its subscribers each user has (the
+//! connection's `uid`, see [`Hub::set_user`]), so presence is read from the
+//! channel's entry without visiting its clients.
 
 use crate::client_id::{self, ClientId};
 use crate::outbox::{Outbound, Outbox, PushError};
@@ -13,7 +17,7 @@ use crate::presence::Presence;
 use crate::publication::Publication;
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -25,9 +29,9 @@ pub struct Client {
     pub outbox: Outbox,
     max_channels: usize,
     state: Mutex<ClientState>,
-    /// Its user id for presence (the context key `uid`). A lock of its own,
-    /// never held while taking another: presence reads it under a channel's
-    /// shard lock, which a subscribe takes under `state`.
+    /// Its user id for presence (the context key `uid`); each channel also
+    /// keeps it with the subscription (see [`Subscribers`]). Changed only
+    /// under `state`'s lock, never held while taking another lock.
     user: Mutex<Option<Arc<str>>>,
 }
 
@@ -61,12 +65,7 @@ impl Client {
         self.state.lock().channels.clone()
     }
 
-    /// Sets (or clears) the user id presence counts it as.
-    pub fn set_user(&self, user: Option<Arc<str>>) {
-        *self.user.lock() = user;
-    }
-
-    /// The user id presence counts it as.
+    /// The user id presence counts it as (set with [`Hub::set_user`]).
     pub fn user(&self) -> Option<Arc<str>> {
         self.user.lock().clone()
     }
@@ -89,6 +88,58 @@ pub fn valid_channel(ch: &str) -> bool {
     !ch.is_empty() && ch.len() <= 256 && !ch.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
+/// The local subscribers of one channel, and how many of them each user
+/// has: presence reads the channel alone (its client ids and its users),
+/// never each client, so a channel of 100,000 is answered from two maps.
+#[derive(Default)]
+struct Subscribers {
+    clients: HashMap<ClientId, Subscription>,
+    users: HashMap<Arc<str>, u32>,
+}
+
+/// One client in a channel, with the user it is counted as there.
+struct Subscription {
+    client: Arc<Client>,
+    user: Option<Arc<str>>,
+}
+
+impl Subscribers {
+    fn count_user(&mut self, user: &Option<Arc<str>>, add: bool) {
+        let Some(u) = user else { return };
+        if add {
+            *self.users.entry(u.clone()).or_insert(0) += 1;
+        } else if let Some(n) = self.users.get_mut(u) {
+            *n -= 1;
+            if *n == 0 {
+                self.users.remove(u);
+            }
+        }
+    }
+
+    fn add(&mut self, client: Arc<Client>, user: Option<Arc<str>>) {
+        self.count_user(&user, true);
+        let id = client.id;
+        if let Some(old) = self.clients.insert(id, Subscription { client, user }) {
+            self.count_user(&old.user, false);
+        }
+    }
+
+    fn remove(&mut self, id: ClientId) {
+        if let Some(old) = self.clients.remove(&id) {
+            self.count_user(&old.user, false);
+        }
+    }
+
+    fn set_user(&mut self, id: ClientId, user: Option<Arc<str>>) {
+        let Some(sub) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut sub.user, user.clone());
+        self.count_user(&old, false);
+        self.count_user(&user, true);
+    }
+}
+
 /// Local delivery counts of one publish.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
@@ -103,7 +154,7 @@ pub struct Hub {
     node: u32,
     seq: AtomicU64,
     clients: DashMap<ClientId, Arc<Client>>,
-    channels: DashMap<Arc<str>, HashMap<ClientId, Arc<Client>>>,
+    channels: DashMap<Arc<str>, Subscribers>,
     client_count: AtomicUsize,
 }
 
@@ -171,13 +222,13 @@ impl Hub {
     pub fn subscribers(&self, ch: &str) -> Vec<Arc<Client>> {
         self.channels
             .get(ch)
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.clients.values().map(|s| s.client.clone()).collect())
             .unwrap_or_default()
     }
 
     /// Local subscribers of a channel now.
     pub fn subscriber_count(&self, ch: &str) -> usize {
-        self.channels.get(ch).map(|s| s.len()).unwrap_or(0)
+        self.channels.get(ch).map(|s| s.clients.len()).unwrap_or(0)
     }
 
     /// The `n` channels with most local subscribers, most first.
@@ -185,7 +236,7 @@ impl Hub {
         let mut all: Vec<(String, usize)> = self
             .channels
             .iter()
-            .map(|e| (e.key().to_string(), e.value().len()))
+            .map(|e| (e.key().to_string(), e.value().clients.len()))
             .collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         all.truncate(n);
@@ -207,7 +258,7 @@ impl Hub {
         if self
             .channels
             .get(ch)
-            .is_some_and(|s| s.contains_key(&client.id))
+            .is_some_and(|s| s.clients.contains_key(&client.id))
         {
             return Ok(false);
         }
@@ -216,13 +267,14 @@ impl Hub {
         }
         let name: Arc<str> = Arc::from(ch);
         let mut first = false;
+        let user = client.user();
         self.channels
             .entry(name.clone())
             .or_insert_with(|| {
                 first = true;
-                HashMap::new()
+                Subscribers::default()
             })
-            .insert(client.id, client.clone());
+            .add(client.clone(), user);
         st.channels.push(name);
         Ok(first)
     }
@@ -243,13 +295,16 @@ impl Hub {
     pub fn leave(&self, ch: &str, id: ClientId) -> bool {
         let mut emptied = false;
         if let Some(mut subs) = self.channels.get_mut(ch) {
-            subs.remove(&id);
-            emptied = subs.is_empty();
+            subs.remove(id);
+            emptied = subs.clients.is_empty();
         }
         if emptied {
             // Re-check under the shard's write lock: a subscribe may have
             // raced in between.
-            return self.channels.remove_if(ch, |_, s| s.is_empty()).is_some();
+            return self
+                .channels
+                .remove_if(ch, |_, s| s.clients.is_empty())
+                .is_some();
         }
         false
     }
@@ -259,8 +314,8 @@ impl Hub {
     pub fn publish(&self, p: &Arc<Publication>) -> Delivery {
         let mut d = Delivery::default();
         if let Some(subs) = self.channels.get(&*p.channel) {
-            for c in subs.values() {
-                match c.outbox.push(Outbound::Publication(p.clone())) {
+            for s in subs.clients.values() {
+                match s.client.outbox.push(Outbound::Publication(p.clone())) {
                     Ok(()) => d.success += 1,
                     Err(_) => d.fail += 1,
                 }
@@ -269,28 +324,35 @@ impl Hub {
         d
     }
 
+    /// Sets (or clears) the user presence counts `client` as, in every
+    /// channel it is in. A closed client keeps the user it had.
+    pub fn set_user(&self, client: &Client, user: Option<Arc<str>>) {
+        let st = client.state.lock();
+        if st.gone {
+            return;
+        }
+        *client.user.lock() = user.clone();
+        for ch in &st.channels {
+            if let Some(mut subs) = self.channels.get_mut(&**ch) {
+                subs.set_user(client.id, user.clone());
+            }
+        }
+    }
+
     /// The local presence of `ch`: its subscribers, their client ids when
-    /// `ids`, and their distinct users. Reads the channel's shard once.
+    /// `ids`, and their distinct users; read from the channel's entry alone.
     pub fn presence(&self, ch: &str, ids: bool) -> Presence {
         let Some(subs) = self.channels.get(ch) else {
             return Presence::default();
         };
-        let mut users: HashSet<Arc<str>> = HashSet::new();
-        let mut clients = Vec::with_capacity(if ids { subs.len() } else { 0 });
-        for c in subs.values() {
-            if ids {
-                clients.push(c.id);
-            }
-            if let Some(u) = &*c.user.lock()
-                && !users.contains(u)
-            {
-                users.insert(u.clone());
-            }
-        }
         Presence {
-            count: subs.len() as u64,
-            clients,
-            users: users.into_iter().collect(),
+            count: subs.clients.len() as u64,
+            clients: if ids {
+                subs.clients.keys().copied().collect()
+            } else {
+                Vec::new()
+            },
+            users: subs.users.keys().cloned().collect(),
             ..Default::default()
         }
     }
@@ -364,6 +426,42 @@ mod tests {
             hub.subscribe(&a, "has space"),
             Err(SubscribeError::InvalidChannel(_))
         ));
+    }
+
+    #[test]
+    fn presence_counts_each_user_once_and_follows_user_changes() {
+        let hub = Hub::new(1);
+        let (a, b, c) = (client(&hub), client(&hub), client(&hub));
+        let user = |s: &str| Some(Arc::<str>::from(s));
+        hub.set_user(&a, user("u1"));
+        for x in [&a, &b, &c] {
+            hub.subscribe(x, "x").unwrap();
+        }
+        hub.subscribe(&b, "y").unwrap();
+        hub.set_user(&b, user("u1"));
+        let sorted = |mut v: Vec<Arc<str>>| {
+            v.sort();
+            v
+        };
+        let p = hub.presence("x", true);
+        assert_eq!((p.count, p.clients.len()), (3, 3));
+        assert_eq!(sorted(p.users), vec![Arc::from("u1")]);
+        // b becomes u2 in both its channels; a leaves; c's user is set.
+        hub.set_user(&b, user("u2"));
+        assert!(!hub.unsubscribe(&a, "x"));
+        hub.set_user(&c, user("u3"));
+        let p = hub.presence("x", false);
+        assert_eq!((p.count, p.clients.len()), (2, 0));
+        assert_eq!(sorted(p.users), vec![Arc::from("u2"), Arc::from("u3")]);
+        assert_eq!(hub.presence("y", false).users, vec![Arc::from("u2")]);
+        // A closed client's user stays as counted until it has left.
+        let held = hub.unregister(&b);
+        hub.set_user(&b, None);
+        for ch in held {
+            hub.leave(&ch, b.id);
+        }
+        assert_eq!(hub.presence("x", false).users, vec![Arc::from("u3")]);
+        assert_eq!(hub.presence("y", false), Presence::default());
     }
 
     #[test]

@@ -190,7 +190,7 @@ impl ConnLocal {
 
     pub fn set_context_value(&self, lua: &Lua, k: Value, v: Value) -> mlua::Result<()> {
         if matches!(&k, Value::String(s) if s.as_bytes() == USER_KEY.as_bytes()) {
-            self.client.set_user(user_id(&v));
+            self.ctx.mesh.hub.set_user(&self.client, user_id(&v));
         }
         self.context_table(lua)?.raw_set(k, v)?;
         self.context_changed.notify_waiters();
@@ -205,8 +205,8 @@ impl ConnLocal {
                 fresh.raw_set(k, v)?;
             }
         }
-        self.client
-            .set_user(user_id(&fresh.raw_get::<Value>(USER_KEY)?));
+        let user = user_id(&fresh.raw_get::<Value>(USER_KEY)?);
+        self.ctx.mesh.hub.set_user(&self.client, user);
         let key = lua.create_registry_value(fresh)?;
         if let Some(old) = self.context.borrow_mut().replace(key) {
             let _ = lua.remove_registry_value(old);

@@ -418,6 +418,7 @@ async fn batch_phase(
         "/s",
     );
     res.latency("personal.batch", &format!("{label} latency"), &p.latency);
+    cpu_rows(res, "personal.batch", &label, &p.cpu);
     Ok(())
 }
 
