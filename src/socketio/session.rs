@@ -705,11 +705,8 @@ impl Session {
                         other => other,
                     });
                 } else if self.io.sid_of("/").is_some() {
-                    let (arg, atts) = events::data_argument(&m);
-                    let text = sio::event("/", "message", &[arg], None, atts.len());
-                    self.io.push(Message::text(text));
-                    for a in atts {
-                        self.io.push(Message::Binary(a));
+                    for p in events::data_event("/", "message", &m).iter() {
+                        self.io.push(p.clone());
                     }
                 }
             }
