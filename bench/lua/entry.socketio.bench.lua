@@ -41,10 +41,7 @@ local function subscribe(msg, conn)
         return { code = 8, msg = "Invalid channel" }
     end
     local err = conn:subscribe(ch)
-    if err then
-        return { code = 9, msg = err }
-    end
-    return { result = true }
+    return err and { code = 9, msg = err } or { result = true }
 end
 
 function on_message(msg, conn)

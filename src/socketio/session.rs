@@ -22,7 +22,8 @@ use crate::lua::pool::VmLease;
 use crate::lua::{HookCall, json, report_error};
 use crate::outbox::Outbound;
 use crate::worker::WorkerState;
-use crate::ws::connection::{ActiveGuard, ReleaseGuard};
+use crate::ws::ActiveGuard;
+use crate::ws::connection::ReleaseGuard;
 use crate::ws::handshake::UpgradeRequest;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
@@ -33,7 +34,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -92,15 +92,9 @@ pub async fn open(
 ) -> Result<Session, (u16, String)> {
     let srv = &shared.server;
     let metrics = &state.mesh.metrics;
-    if srv.active.fetch_add(1, Ordering::AcqRel) >= srv.cfg.max_connections {
-        srv.active.fetch_sub(1, Ordering::AcqRel);
-        metrics
-            .connections_refused
-            .with_label_values(&["max_connections"])
-            .inc();
-        return Err((503, "Too many connections".into()));
-    }
-    let active = ActiveGuard(srv.clone());
+    let active = srv
+        .admit(metrics)
+        .ok_or((503, "Too many connections".to_string()))?;
     let internal = || (500, "Internal Server Error".to_string());
     let client = Arc::new(Client::new(
         state.mesh.hub.next_id(),

@@ -31,7 +31,6 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -85,16 +84,10 @@ pub async fn serve(
         }
     };
     let metrics = &state.mesh.metrics;
-    if srv.active.fetch_add(1, Ordering::AcqRel) >= srv.cfg.max_connections {
-        srv.active.fetch_sub(1, Ordering::AcqRel);
-        metrics
-            .connections_refused
-            .with_label_values(&["max_connections"])
-            .inc();
+    let Some(_active) = srv.admit(metrics) else {
         handshake::refuse(&mut stream, 503, "Too many connections").await;
         return;
-    }
-    let _active = ActiveGuard(srv.clone());
+    };
 
     let id = state.mesh.hub.next_id();
     let client = Arc::new(Client::new(
@@ -206,14 +199,6 @@ const TEST_PANIC_FRAME: &[u8] = b"connmix-test-panic";
 
 fn secs(s: u64) -> Option<Duration> {
     (s > 0).then(|| Duration::from_secs(s))
-}
-
-/// Releases the connection's slot of `maxConnections` once it is fully gone.
-pub(crate) struct ActiveGuard(pub(crate) Arc<ServerShared>);
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 /// However `serve` ends (a refused handshake included): leaves every

@@ -13,7 +13,7 @@ pub mod hook_handshake;
 use crate::config::ServerConfig;
 use crate::worker::{Job, WorkerHandle};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tungstenite::protocol::WebSocketConfig;
@@ -52,6 +52,31 @@ impl ServerShared {
             active: AtomicUsize::new(0),
             ws_config,
         }
+    }
+}
+
+impl ServerShared {
+    /// Takes one of the server's `maxConnections` slots for a new
+    /// connection, held until the guard drops; `None` (counted in
+    /// `connmix_connections_refused_total`) when the server is full.
+    pub fn admit(self: &Arc<Self>, metrics: &crate::metrics::Metrics) -> Option<ActiveGuard> {
+        if self.active.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_connections {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            metrics
+                .connections_refused
+                .with_label_values(&["max_connections"])
+                .inc();
+            return None;
+        }
+        Some(ActiveGuard(self.clone()))
+    }
+}
+
+/// A connection's slot of `maxConnections`, released once it is fully gone.
+pub struct ActiveGuard(Arc<ServerShared>);
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
