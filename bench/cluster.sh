@@ -6,6 +6,9 @@
 #   bench/cluster.sh            N=10000 subscribers, 10 s phases
 #   N=2000 bench/cluster.sh     smaller
 #   CONNMIX_BIN=path bench/cluster.sh   measure that gateway binary (A/B runs)
+#   STEPS="personal" bench/cluster.sh   only some steps (default: single two personal):
+#       single = one node: broadcast and round trip; two = two nodes: broadcast
+#       and round trip; personal = two nodes: personal push
 #
 # Two nodes: broadcast, round trip and personal push (publishes to node A,
 # users on both nodes). Idle memory per connection is bench/run.sh's (a
@@ -17,6 +20,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 N=${N:-10000}
+STEPS=${STEPS:-single two personal}
+step() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 DURATION=${DURATION:-10}
 TARGET_DIR=${CARGO_TARGET_DIR:-../target}
 OUT=${OUT:-results/cluster-$(date +%Y%m%d-%H%M%S)}
@@ -57,6 +62,7 @@ run_gw() { # mode config log; sets GW_PID
 }
 wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
+if step single; then
 echo "== single node (connmix dev), $N subscribers" | tee -a "$OUT/bench.log"
 run_gw dev "$OUT/a.yaml" "$OUT/single.log"; A=$GW_PID; wait_port 6790
 "$BENCH" broadcast --target connmix -n "$N" --server-pid "$A" --duration "$DURATION" --procs 2 \
@@ -66,11 +72,13 @@ for n in 100 "$N"; do
         --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
 done
 kill "$A"; wait "$A" 2>/dev/null || true
+fi
 
 echo "== two nodes (connmix engine), $N subscribers split evenly, publishing to node A" | tee -a "$OUT/bench.log"
 run_gw engine "$OUT/a.yaml" "$OUT/node-a.log"; A=$GW_PID; wait_port 6790
 run_gw engine "$OUT/b.yaml" "$OUT/node-b.log"; wait_port 6890
 sleep 2  # heartbeats: each node sees the other
+if step two; then
 "$BENCH" broadcast --target connmix -n "$N" --server-pid "$A" --duration "$DURATION" --procs 2 \
     --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat --api http://127.0.0.1:6789 \
     --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
@@ -78,7 +86,10 @@ for n in 100 "$N"; do
     "$BENCH" rtt --target connmix -n "$n" --procs 2 --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat \
         --api http://127.0.0.1:6789 --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
 done
+fi
+if step personal; then
 "$BENCH" personal --target connmix -n "$N" --server-pid "$A" --duration "$DURATION" --procs 2 \
     --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat --api http://127.0.0.1:6789 \
     --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+fi
 echo "results in bench/$OUT"

@@ -94,10 +94,10 @@ ensure_redis() {
 # socket.io-client (tests/socketio/package.json) and python-socketio's client.
 socketio_client_packages() {
     command -v node >/dev/null || { say "node (20+) is required for tests/socketio"; return 1; }
-    (cd tests/socketio && npm install --no-audit --no-fund --loglevel=error) || return 1
+    (cd tests/socketio && npm install --no-audit --no-fund) || return 1
     if ! python3 -c 'import socketio, websocket, requests' 2>/dev/null; then
         say "installing python-socketio's client with pip"
-        python3 -m pip install --quiet "python-socketio[client]" websocket-client || return 1
+        python3 -m pip install "python-socketio[client]" websocket-client || return 1
     fi
 }
 

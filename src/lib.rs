@@ -18,6 +18,7 @@ pub mod lua;
 pub mod mesh;
 pub mod metrics;
 pub mod outbox;
+pub mod presence;
 pub mod publication;
 pub mod queue;
 pub mod script;

@@ -13,17 +13,18 @@
 //! worker and a "first join" on another reach the broker in the order the
 //! hub saw them.
 
-use crate::broker::{BoxFuture, Broker, BrokerError, Local, LocalError, NodeInfo};
+use crate::broker::{BoxFuture, Broker, BrokerError, Claim, Local, LocalError, NodeInfo};
 use crate::client_id::{ClientId, node_of};
 use crate::hub::{Client, Delivery, Hub, SubscribeError};
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound, PushError};
+use crate::presence::Presence;
 use crate::publication::Publication;
 use crate::queue::Queues;
 use parking_lot::{Mutex, MutexGuard};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tungstenite::Message;
 
 /// Stripes of the per-channel lock: channels share a stripe by hash, so
@@ -259,6 +260,28 @@ impl Mesh {
         self.broker.nodes()
     }
 
+    /// Who is subscribed to `ch` on every node: connections (their client
+    /// ids when `ids`) and distinct users; nodes that did not answer in
+    /// time are named in `missing`.
+    pub async fn presence(&self, ch: &str, ids: bool) -> Presence {
+        let local = self.hub.presence(ch, ids);
+        match self.broker.presence(ch, ids) {
+            None => local,
+            Some(remote) => Presence::combine([local, remote.await]),
+        }
+    }
+
+    /// Claims a publish's idempotency key in `scope` cluster-wide (see
+    /// [`crate::broker::idempotency`]).
+    pub async fn claim(&self, scope: &str, key: &str, ttl: Duration) -> Claim {
+        self.broker.claim(scope, key, ttl).await
+    }
+
+    /// Records the answer of the publish that claimed `key`.
+    pub async fn settle(&self, scope: &str, key: &str, answer: String, ttl: Duration) {
+        self.broker.settle(scope, key, answer, ttl).await
+    }
+
     /// Leaves the cluster at once (clean shutdown).
     pub async fn leave(&self) {
         self.broker.leave().await
@@ -346,6 +369,10 @@ impl Local for LocalNode {
 
     fn channel_count(&self) -> u64 {
         self.hub.channel_count() as u64
+    }
+
+    fn presence(&self, ch: &str, ids: bool) -> Presence {
+        self.hub.presence(ch, ids)
     }
 }
 

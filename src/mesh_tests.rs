@@ -63,6 +63,15 @@ impl Broker for FakeBroker {
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    fn presence<'a>(&'a self, _: &'a str, _: bool) -> Option<BoxFuture<'a, Presence>> {
+        None
+    }
+    fn claim<'a>(&'a self, _: &'a str, _: &'a str, _: Duration) -> BoxFuture<'a, Claim> {
+        Box::pin(async { Claim::First })
+    }
+    fn settle<'a>(&'a self, _: &'a str, _: &'a str, _: String, _: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 fn mesh() -> (Arc<Mesh>, Arc<FakeBroker>) {

@@ -18,11 +18,10 @@
 //! Close requests bypass the bounds (at most one is kept).
 
 use crate::publication::Publication;
-use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use tungstenite::Message;
 
 /// A change the connection task must apply to its Lua state, sent by
@@ -122,26 +121,41 @@ pub enum PushError {
 /// `conn.call`s one connection may have waiting to be applied.
 pub const MAX_PENDING_CALLS: usize = 16;
 
+/// Kept small: every connection has one, idle or not (README "Benchmarks",
+/// memory per idle connection).
 struct Inner {
     items: VecDeque<Outbound>,
-    /// Frames among `items`.
-    messages: usize,
+    /// The connection task, to wake when something arrives (taken when
+    /// woken; the task registers again when it finds nothing).
+    waker: Option<Waker>,
     /// Payload bytes of the frames among `items`.
     bytes: usize,
-    /// Calls among `items`.
-    calls: usize,
+    /// Frames among `items`.
+    messages: u32,
+    /// Calls among `items` (at most [`MAX_PENDING_CALLS`]).
+    calls: u8,
     /// A close request is among `items`.
     closing: bool,
     closed: bool,
     overflowed: bool,
 }
 
+impl Inner {
+    /// Remembers the task to wake (its waker is cloned only if it changed).
+    fn register(&mut self, cx: &Context<'_>) {
+        match &mut self.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+    }
+}
+
 /// The queue; see the module documentation.
 pub struct Outbox {
     inner: Mutex<Inner>,
-    waker: AtomicWaker,
-    capacity: usize,
     max_bytes: usize,
+    /// The frame bound (`outboundQueueSize`, at most `u32::MAX`).
+    capacity: u32,
 }
 
 impl Outbox {
@@ -150,16 +164,16 @@ impl Outbox {
         Self {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
-                messages: 0,
+                waker: None,
                 bytes: 0,
+                messages: 0,
                 calls: 0,
                 closing: false,
                 closed: false,
                 overflowed: false,
             }),
-            waker: AtomicWaker::new(),
-            capacity,
             max_bytes,
+            capacity: u32::try_from(capacity).unwrap_or(u32::MAX),
         }
     }
 
@@ -170,7 +184,7 @@ impl Outbox {
 
     /// Queues an item for the connection task; never blocks.
     pub fn push(&self, item: Outbound) -> Result<(), PushError> {
-        {
+        let waker = {
             let mut g = self.inner.lock();
             if g.closed {
                 return Err(PushError::Closed);
@@ -186,9 +200,10 @@ impl Outbox {
                     if g.messages >= self.capacity || g.bytes + size > self.max_bytes {
                         let first = !g.overflowed;
                         g.overflowed = true;
+                        let waker = if first { g.waker.take() } else { None };
                         drop(g);
-                        if first {
-                            self.waker.wake();
+                        if let Some(w) = waker {
+                            w.wake();
                         }
                         return Err(PushError::Full);
                     }
@@ -197,7 +212,7 @@ impl Outbox {
                 }
                 // Calls have their own small bound: they must not be lost
                 // behind a flood of messages, nor pile up without end.
-                Outbound::Call(_) if g.calls >= MAX_PENDING_CALLS => {
+                Outbound::Call(_) if usize::from(g.calls) >= MAX_PENDING_CALLS => {
                     return Err(PushError::Full);
                 }
                 Outbound::Call(_) => g.calls += 1,
@@ -206,8 +221,11 @@ impl Outbox {
                 Outbound::Close(..) => g.closing = true,
             }
             g.items.push_back(item);
+            g.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
         }
-        self.waker.wake();
         Ok(())
     }
 
@@ -215,44 +233,32 @@ impl Outbox {
     /// registers the task's waker when nothing is queued. Returns whether the
     /// queue has overflowed since the connection began.
     pub fn poll_drain(&self, cx: &mut Context<'_>, into: &mut VecDeque<Outbound>) -> Poll<bool> {
-        let take = |into: &mut VecDeque<Outbound>| {
-            let mut g = self.inner.lock();
-            if g.items.is_empty() {
-                return None;
+        let mut g = self.inner.lock();
+        if g.items.is_empty() {
+            if g.overflowed {
+                return Poll::Ready(true);
             }
-            if into.is_empty() {
-                std::mem::swap(into, &mut g.items);
-            } else {
-                into.extend(g.items.drain(..));
-            }
-            (g.messages, g.bytes, g.calls, g.closing) = (0, 0, 0, false);
-            Some(g.overflowed)
-        };
-        if let Some(o) = take(into) {
-            return Poll::Ready(o);
+            g.register(cx);
+            return Poll::Pending;
         }
-        self.waker.register(cx.waker());
-        match take(into) {
-            Some(o) => Poll::Ready(o),
-            None => {
-                if self.inner.lock().overflowed {
-                    Poll::Ready(true)
-                } else {
-                    Poll::Pending
-                }
-            }
+        if into.is_empty() {
+            std::mem::swap(into, &mut g.items);
+        } else {
+            into.extend(g.items.drain(..));
         }
+        (g.messages, g.bytes, g.calls, g.closing) = (0, 0, 0, false);
+        Poll::Ready(g.overflowed)
     }
 
     /// Whether the queue has overflowed; otherwise registers the task's
     /// waker so the overflow wakes it (used while the task's own batch is
     /// still being written and it does not drain).
     pub fn poll_overflowed(&self, cx: &mut Context<'_>) -> bool {
-        if self.inner.lock().overflowed {
-            return true;
+        let mut g = self.inner.lock();
+        if !g.overflowed {
+            g.register(cx);
         }
-        self.waker.register(cx.waker());
-        self.inner.lock().overflowed
+        g.overflowed
     }
 
     /// Refuses every later push and discards what is queued.
@@ -281,7 +287,16 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Waker;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 
     fn text(s: &str) -> Outbound {
         Outbound::Message(Message::text(s))
@@ -363,6 +378,32 @@ mod tests {
         assert!(!o.poll_overflowed(&mut cx));
         assert!(o.push(text("b")).is_ok());
         assert_eq!(o.push(text("c")), Err(PushError::Full));
+        assert!(o.poll_overflowed(&mut cx));
+    }
+
+    #[test]
+    fn a_push_wakes_the_task_that_found_nothing_once() {
+        let o = Outbox::new(2, 1 << 20);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut batch = VecDeque::new();
+        assert_eq!(o.poll_drain(&mut cx, &mut batch), Poll::Pending);
+        assert!(o.push(text("a")).is_ok());
+        assert!(o.push(text("b")).is_ok());
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "woken once until it looks again"
+        );
+        assert_eq!(o.poll_drain(&mut cx, &mut batch), Poll::Ready(false));
+        assert_eq!(batch.len(), 2);
+        // Draining the batch still watches for an overflow.
+        assert!(!o.poll_overflowed(&mut cx));
+        assert!(o.push(text("c")).is_ok());
+        assert!(o.push(text("d")).is_ok());
+        assert_eq!(o.push(text("e")), Err(PushError::Full));
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
         assert!(o.poll_overflowed(&mut cx));
     }
 

@@ -5,11 +5,16 @@
 //! commands a node sent keep waiting in the socket and run once it resumes,
 //! seconds after the node answered the caller "timed out". To keep that
 //! answer true, every publish, send and call carries a deadline:
-//! - the script that hands it to Redis refuses it once Redis's `TIME` is
-//!   past the deadline ([`with_deadline`]);
 //! - the receiving node drops it if it arrives after the deadline
-//!   ([`RedisClock::passed`]), which covers a message Redis accepted just
-//!   before stalling and forwarded just after.
+//!   ([`RedisClock::passed`]), which covers a message Redis ran late as well
+//!   as one it accepted just before stalling and forwarded just after;
+//! - for a send or call, the script that hands it to Redis also refuses it
+//!   once Redis's `TIME` is past the deadline ([`with_deadline`]), so the
+//!   sender can say "not delivered" at once. A publish skips that check:
+//!   it runs on every cross-node publish, where `TIME` cost more than the
+//!   rest of the publish script, and the receivers' check alone keeps its
+//!   answer true (a node that drops it does not report, so the publisher
+//!   names it in `missing` or has already answered with an error).
 //!
 //! The deadline sits at three quarters of the caller's timeout, so the
 //! last quarter (at least [`MIN_MARGIN`] when the timeout allows) absorbs

@@ -15,21 +15,22 @@
 
 use super::NodeInfo;
 use super::redis::RedisBroker;
-use super::sync::{epoch_key, synced_key};
+use super::sync::{REGISTER_SCRIPT, epoch_key, generation_key, new_generation, synced_key};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Removes a node's channel registrations and its membership (idempotent).
+/// Removes a node's channel registrations and its membership (idempotent),
+/// with a new generation `ARGV[3]` (see [`super::sync`]).
 const FORGET_SCRIPT: &str = r#"
 local p, n = ARGV[1], ARGV[2]
 local chans = redis.call('SMEMBERS', p .. ':nodechans:' .. n)
 for _, ch in ipairs(chans) do redis.call('SREM', p .. ':chnodes:' .. ch, n) end
 redis.call('DEL', p .. ':nodechans:' .. n)
-redis.call('SREM', p .. ':nodes', n)
-redis.call('SREM', p .. ':synced', n)
+local gone = redis.call('SREM', p .. ':nodes', n) + redis.call('SREM', p .. ':synced', n)
+if gone > 0 then redis.call('SET', p .. ':syncgen', ARGV[3]) end
 return #chans
 "#;
 
@@ -105,9 +106,13 @@ async fn beat(b: &Arc<RedisBroker>, view: &mut View) -> redis::RedisResult<()> {
         .arg("PX")
         .arg(b.cfg.node_expiry * 1000)
         .ignore()
-        .cmd("SADD")
+        .cmd("EVAL")
+        .arg(REGISTER_SCRIPT)
+        .arg(2)
         .arg(b.names.nodes())
+        .arg(generation_key(&b.names.prefix))
         .arg(b.node)
+        .arg(new_generation())
         .ignore()
         .cmd("SMEMBERS")
         .arg(b.names.nodes())
@@ -167,6 +172,7 @@ async fn beat(b: &Arc<RedisBroker>, view: &mut View) -> redis::RedisResult<()> {
                 let removed: i64 = redis::Script::new(FORGET_SCRIPT)
                     .arg(&b.names.prefix)
                     .arg(n)
+                    .arg(new_generation())
                     .invoke_async(&mut cmd)
                     .await?;
                 tracing::info!(
@@ -212,7 +218,7 @@ pub async fn leave(b: &RedisBroker) {
     let mut cmd = b.cmd.clone();
     let script = redis::Script::new(FORGET_SCRIPT);
     let mut forget = script.arg(&b.names.prefix);
-    forget.arg(b.node);
+    forget.arg(b.node).arg(new_generation());
     let _ =
         tokio::time::timeout(Duration::from_secs(1), forget.invoke_async::<i64>(&mut cmd)).await;
     let mut del = redis::cmd("DEL");

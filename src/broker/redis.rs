@@ -10,15 +10,17 @@
 //!   `p:chnodes:<channel>` (nodes with subscribers of a channel) and
 //!   `p:nodechans:<n>` (channels of node `n`), so a publish knows whose
 //!   delivery counts to wait for, and a dead node's entries can be removed.
-//! - `p:epoch`, `p:synced`: which nodes have their subscriptions in place
-//!   (see [`super::sync`]).
+//! - `p:epoch`, `p:synced`, `p:syncgen`: which nodes have their
+//!   subscriptions in place, and a token that changes with them (see
+//!   [`super::sync`]).
 //!
 //! This file holds the handling of what arrives and the [`Broker`]
 //! implementation; the requests a node makes (publish, send, call) live in
 //! [`super::requests`], connecting and key names in
 //! [`super::redis_connect`], the subscription link and the heartbeat in
 //! [`super::subscriber`] and [`super::membership`], the cluster queues in
-//! [`super::redis_queue`].
+//! [`super::redis_queue`], idempotency keys in [`super::redis_idempotency`],
+//! presence requests in [`super::redis_presence`].
 
 use super::deadline::RedisClock;
 use super::interest::{PendingInterest, Target};
@@ -26,13 +28,15 @@ pub use super::redis_connect::{Names, connect, url};
 use super::sync::SyncState;
 use super::wire::{AckStatus, Wire};
 use super::{
-    BoxFuture, Broker, BrokerError, ConnectError, Local, LocalError, NodeInfo, RemoteDelivery,
+    BoxFuture, Broker, BrokerError, Claim, ConnectError, Local, LocalError, NodeInfo,
+    RemoteDelivery,
 };
 use crate::client_id::ClientId;
 use crate::config::ClusterConfig;
 use crate::frame::{frame, parts};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::presence::Presence;
 use crate::publication::Publication;
 use crate::queue::{QueueLimits, QueueStore};
 use bytes::Bytes;
@@ -66,6 +70,8 @@ pub struct RedisBroker {
     next_req: AtomicU64,
     pub(super) reports: Mutex<HashMap<u64, ReportSender>>,
     pub(super) acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
+    /// Presence requests waiting for other nodes' answers.
+    pub(super) presence_answers: Mutex<HashMap<u64, super::redis_presence::AnswerSender>>,
     /// Redis's clock as this node sees it (request deadlines).
     pub clock: RedisClock,
     /// Whether this node's subscriptions are marked in place.
@@ -144,6 +150,7 @@ impl RedisBroker {
             next_req: AtomicU64::new(1),
             reports: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            presence_answers: Mutex::new(HashMap::new()),
             clock: RedisClock::default(),
             sync: SyncState::default(),
             live: RwLock::new(HashMap::new()),
@@ -311,6 +318,39 @@ impl RedisBroker {
             } => {
                 if let Some(tx) = self.acks.lock().remove(&req) {
                     let _ = tx.send((status, message));
+                }
+            }
+            Wire::Who { origin, req, ids } => {
+                if origin == self.node {
+                    return;
+                }
+                let (Some(ch), Some(local)) =
+                    (self.names.strip_channel(redis_channel), self.local())
+                else {
+                    return;
+                };
+                // Off the subscription link's task: a channel with many
+                // subscribers takes a while to list.
+                let (this, ch, local) = (self.clone(), ch.to_string(), local.clone());
+                tokio::spawn(async move {
+                    let presence = local.presence(&ch, ids);
+                    this.reply(
+                        origin,
+                        Wire::Present {
+                            from: this.node,
+                            req,
+                            presence,
+                        },
+                    );
+                });
+            }
+            Wire::Present {
+                from,
+                req,
+                presence,
+            } => {
+                if let Some(tx) = self.presence_answers.lock().get(&req) {
+                    let _ = tx.send((from, presence));
                 }
             }
             Wire::Send {
@@ -481,5 +521,23 @@ impl Broker for RedisBroker {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(super::membership::leave(self))
+    }
+
+    fn presence<'a>(&'a self, ch: &'a str, ids: bool) -> Option<BoxFuture<'a, Presence>> {
+        Some(Box::pin(self.ask_presence(ch, ids)))
+    }
+
+    fn claim<'a>(&'a self, scope: &'a str, key: &'a str, _ttl: Duration) -> BoxFuture<'a, Claim> {
+        Box::pin(self.claim_key(scope, key))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        answer: String,
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.settle_key(scope, key, answer, ttl))
     }
 }

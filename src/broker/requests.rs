@@ -4,14 +4,14 @@
 //!   should have reported and did not, or whose subscriptions may be missing
 //!   (not marked synced, see [`super::sync`]), is named in `missing`;
 //! - a request that this node answers as failed is not carried out later:
-//!   it carries a deadline that Redis and the receiving node enforce (see
-//!   [`super::deadline`]);
+//!   it carries a deadline that the receiving node enforces, and for a send
+//!   or call Redis as well (see [`super::deadline`]);
 //! - a send or call whose confirmation did not come back in time says that
 //!   it may have been carried out (before its deadline, never after).
 
 use super::deadline::{EXPIRED, with_deadline};
 use super::redis::RedisBroker;
-use super::sync::{epoch_key, synced_key};
+use super::sync::{SyncView, epoch_key, generation_key, synced_key};
 use super::wire::{AckStatus, Wire};
 use super::{BrokerError, RemoteDelivery};
 use crate::client_id::{ClientId, node_of};
@@ -19,36 +19,30 @@ use crate::frame::{FrameType, parts};
 use crate::publication::Publication;
 use bytes::Bytes;
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-/// Publishes (unless the deadline `ARGV[2]` passed) and returns the number
-/// of receiving links, the nodes registered for the channel, and the nodes
-/// whose subscriptions are not known to be in place: members of `p:nodes`,
-/// plus, when the epoch is no longer `ARGV[3]` (Redis lost its data since
-/// the publisher's last heartbeat), the publisher's live view `ARGV[4..]`.
+/// Publishes and returns the number of receiving links and the nodes
+/// registered for the channel; plus, unless `p:syncgen` still holds the
+/// publisher's token `ARGV[2]`, what it needs to see which nodes'
+/// subscriptions are in place: `{generation, members of p:nodes not in
+/// p:synced, members of p:synced, epoch}` (see [`super::sync`]).
+///
+/// No `TIME` check here (it cost more than the rest of the script): a late
+/// publish is dropped by every receiving node past its deadline.
 static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&with_deadline(
+    redis::Script::new(
         r#"
 local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
 local members = redis.call('SMEMBERS', KEYS[2])
-local unsynced, seen = {}, {}
-local function check(m)
-  if not seen[m] then
-    seen[m] = true
-    if redis.call('SISMEMBER', KEYS[4], m) == 0 then unsynced[#unsynced + 1] = m end
-  end
-end
-for _, m in ipairs(redis.call('SMEMBERS', KEYS[3])) do check(m) end
-if redis.call('GET', KEYS[5]) ~= ARGV[3] then
-  for i = 4, #ARGV do check(ARGV[i]) end
-end
-return {n, members, unsynced}
+local gen = redis.call('GET', KEYS[3])
+if gen == ARGV[2] then return {n, members, false} end
+return {n, members, {gen or '', redis.call('SDIFF', KEYS[4], KEYS[5]),
+  redis.call('SMEMBERS', KEYS[5]), redis.call('GET', KEYS[6]) or ''}}
 "#,
-        "{-1, {}, {}}",
-    ))
+    )
 });
 
 /// Publishes to a node's channel unless the deadline `ARGV[2]` passed.
@@ -59,11 +53,13 @@ static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
     ))
 });
 
+/// What [`PUBLISH_SCRIPT`] returns: receivers, registered nodes and, when
+/// the view changed, `(generation, unsynced, synced, epoch)`.
+type PublishReply = (i64, Vec<u32>, Option<(String, Vec<u32>, Vec<u32>, String)>);
+
 /// Why a publish reached no other node.
 const PUBLISH_TIMED_OUT: &str = "broker unavailable: publish timed out; \
      no other node delivers it (it is dropped past its deadline)";
-const PUBLISH_EXPIRED: &str = "broker unavailable: Redis took the publish after its deadline; \
-     no other node delivered it";
 
 /// Removes a pending request's entry when the request ends, however it ends.
 struct Pending<'a, T> {
@@ -112,34 +108,35 @@ impl RedisBroker {
             position: p.position.clone(),
         }
         .encode();
-        let live: Vec<u32> = self.live.read().keys().copied().collect();
+        let mut view = self.sync.view();
         let mut invocation = PUBLISH_SCRIPT.key(self.names.channel(ch));
         invocation
             .key(self.names.chnodes(ch))
+            .key(generation_key(&self.names.prefix))
             .key(self.names.nodes())
             .key(synced_key(&self.names.prefix))
             .key(epoch_key(&self.names.prefix))
             .arg(payload.as_ref())
-            .arg(deadline)
-            .arg(self.sync.seen_epoch())
-            .arg(live);
+            .arg(view.generation.as_str());
         let mut cmd = self.cmd.clone();
-        let invoked = invocation.invoke_async::<(i64, Vec<u32>, Vec<u32>)>(&mut cmd);
-        let (receivers, members, unsynced) = match tokio::time::timeout_at(until, invoked).await {
+        let invoked = invocation.invoke_async::<PublishReply>(&mut cmd);
+        let (receivers, members, read) = match tokio::time::timeout_at(until, invoked).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return failed(format!("broker unavailable: {e}")),
             Err(_) => return failed(PUBLISH_TIMED_OUT),
         };
-        if receivers == EXPIRED {
-            return failed(PUBLISH_EXPIRED);
+        if let Some((generation, unsynced, synced, epoch)) = read {
+            view = Arc::new(SyncView {
+                generation,
+                epoch,
+                unsynced,
+                synced,
+            });
+            self.sync.set_view(view.clone());
         }
         // Nodes whose subscriptions may be missing are named unless they
         // report; they are not waited for (they may never hear it).
-        let unsynced: HashSet<u32> = unsynced
-            .into_iter()
-            .chain(self.sync.held())
-            .filter(|n| *n != self.node)
-            .collect();
+        let unsynced = self.unsynced(&view);
         // Every registered node is waited for, also one this node's live
         // view does not have yet (it re-registered since the last heartbeat):
         // ignoring it would answer its subscribers as a silent s:0.
@@ -178,6 +175,24 @@ impl RedisBroker {
             .collect();
         missing.sort_unstable();
         out.missing = missing.into_iter().map(|n| self.node_name(n)).collect();
+        out
+    }
+
+    /// The other nodes whose subscriptions are not known to be in place:
+    /// members of `p:nodes` not in `p:synced`; when Redis has no epoch or
+    /// lost its data since the last heartbeat (the epoch changed), every
+    /// live node not in `p:synced`; and the nodes the heartbeat holds (see
+    /// [`super::sync::SyncState::held`]).
+    fn unsynced(&self, view: &SyncView) -> HashSet<u32> {
+        let mut out: HashSet<u32> = view.unsynced.iter().copied().collect();
+        if view.epoch.is_empty() || !self.sync.is_seen_epoch(&view.epoch) {
+            let live = self.live.read();
+            out.extend(live.keys().filter(|n| !view.synced.contains(n)));
+        }
+        if !self.sync.none_held() {
+            out.extend(self.sync.held());
+        }
+        out.remove(&self.node);
         out
     }
 

@@ -134,6 +134,11 @@ pub struct EngineConfig {
     pub shutdown_timeout: u64,
     /// Cluster mode (`connmix engine`): the Redis broker shared by all nodes.
     pub cluster: Option<ClusterConfig>,
+    /// Seconds a publish's idempotency key (`k`) is remembered.
+    pub idempotency_ttl: u64,
+    /// Idempotency keys one node remembers at most (single node; a cluster
+    /// keeps them in Redis); past it the oldest are forgotten early.
+    pub idempotency_max_keys: usize,
 }
 
 impl Default for EngineConfig {
@@ -145,6 +150,8 @@ impl Default for EngineConfig {
             servers: Vec::new(),
             workers: 0,
             shutdown_timeout: 10,
+            idempotency_ttl: 300,
+            idempotency_max_keys: 100_000,
         }
     }
 }
@@ -207,6 +214,10 @@ pub struct ApiServerConfig {
     /// `/ws/v1` requests one connection may have in flight; at the bound the
     /// gateway stops reading from that socket until one is answered.
     pub ws_max_in_flight: usize,
+    /// Requests one `/v1/mesh/batch` (or `mesh.batch`) may carry.
+    pub max_batch: usize,
+    /// Channels one publish may name in `c`.
+    pub max_publish_channels: usize,
     /// Browser origins (besides the API's own) whose requests the API and
     /// `/ws/v1` accept, e.g. `https://ops.example.com`; `*` globs; requests
     /// without `Origin` are always accepted (see `api/origin.rs`).
@@ -222,6 +233,8 @@ impl Default for ApiServerConfig {
             write_timeout: 60,
             max_body_size: 1 << 20,
             ws_max_in_flight: 64,
+            max_batch: 1000,
+            max_publish_channels: 1000,
             allowed_origins: Vec::new(),
         }
     }

@@ -112,6 +112,11 @@ impl Config {
         for (k, v) in [
             ("maxBodySize", self.engine.api_server.max_body_size),
             ("wsMaxInFlight", self.engine.api_server.ws_max_in_flight),
+            ("maxBatch", self.engine.api_server.max_batch),
+            (
+                "maxPublishChannels",
+                self.engine.api_server.max_publish_channels,
+            ),
         ] {
             if v == 0 {
                 return Err((
@@ -119,6 +124,18 @@ impl Config {
                     "must be greater than 0".into(),
                 ));
             }
+        }
+        if self.engine.idempotency_ttl == 0 {
+            return Err((
+                "engine.idempotencyTtl".into(),
+                "must be at least 1 second".into(),
+            ));
+        }
+        if self.engine.idempotency_max_keys == 0 {
+            return Err((
+                "engine.idempotencyMaxKeys".into(),
+                "must be greater than 0".into(),
+            ));
         }
         let luavm = &self.engine.luavm;
         for (k, v) in [

@@ -16,10 +16,9 @@
 //! counter is restored by the RAII guards below, so shutdown still completes.
 
 use super::ServerShared;
-use super::{handshake, hook_handshake};
-use crate::hub::Client;
+use super::upgrade;
 use crate::lua::conn::ConnLocal;
-use crate::lua::{HookCall, LuaRuntime, report_error};
+use crate::lua::{HookCall, LuaRuntime};
 use crate::outbox::{CallFunc, Outbound};
 use crate::worker::WorkerState;
 use futures_util::{FutureExt, Sink, Stream};
@@ -38,13 +37,11 @@ use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role};
 
 /// Frames read ahead while a hook is still running.
 const MAX_INBOUND: usize = 32;
-/// Time to read the upgrade request.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a `conn.call` subscribe waits for the cluster to hear it.
 const HEARD_WAIT: Duration = Duration::from_secs(10);
 /// Time the peer gets to answer our close frame.
@@ -57,97 +54,25 @@ pub async fn serve(
     peer: SocketAddr,
     srv: Arc<ServerShared>,
 ) {
-    let Ok(mut stream) = TcpStream::from_std(stream) else {
+    // Boxed: what the upgrade needs (the request, the socket before it
+    // became a WebSocket, the hooks' futures) is on the heap only while it
+    // runs, not kept in every connection's task (see memory_tests).
+    let upgraded = Box::pin(upgrade::open(&state, stream, peer, &srv)).await;
+    let Some((open, ws)) = upgraded else {
         return;
     };
-    let server = srv.index;
-    let (req, leftover) =
-        // Boxed: the read buffer lives only while the request is read, not
-        // in every connection's future for its whole life.
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake::read_request(&mut stream))).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(handshake::HandshakeError::Eof)) | Err(_) => return,
-            Ok(Err(e)) => {
-                handshake::refuse(&mut stream, 400, &e.to_string()).await;
-                return;
-            }
-        };
-    if req.path() != srv.cfg.path() {
-        handshake::refuse(&mut stream, 404, "Not Found").await;
-        return;
-    }
-    let key = match req.check_upgrade() {
-        Ok(k) => k.to_string(),
-        Err((status, why)) => {
-            handshake::refuse(&mut stream, status, why).await;
-            return;
-        }
-    };
-    let metrics = &state.mesh.metrics;
-    let Some(_active) = srv.admit(metrics) else {
-        handshake::refuse(&mut stream, 503, "Too many connections").await;
-        return;
-    };
-
-    let id = state.mesh.hub.next_id();
-    let client = Arc::new(Client::new(
-        id,
-        server,
-        (srv.cfg.outbound_queue_size, srv.cfg.outbound_queue_bytes),
-        srv.cfg.max_channels,
-    ));
-    let vm = match state.vms.acquire() {
-        Ok(vm) => vm,
-        Err(e) => {
-            tracing::error!("no Lua VM for a new connection: {e}");
-            handshake::refuse(&mut stream, 500, "Internal Server Error").await;
-            return;
-        }
-    };
-    let Ok(conn) = ConnLocal::new(vm.lua(), client.clone(), server, peer, vm.ctx.clone()) else {
-        handshake::refuse(&mut stream, 500, "Internal Server Error").await;
-        return;
-    };
-    let _release = ReleaseGuard(conn.clone(), state.mesh.clone());
-    match vm.new_env(&conn).and_then(|env| conn.set_env(env)) {
-        Ok(()) => {}
-        Err(e) => {
-            let script = vm.script_path(server).display().to_string();
-            report_error(&conn, "main chunk", &script, &e);
-            handshake::refuse(&mut stream, 500, "Internal Server Error").await;
-            return;
-        }
-    }
-    if let Some(refusal) = Box::pin(hook_handshake::run(&vm, &conn, &req)).await {
-        metrics
-            .connections_refused
-            .with_label_values(&["on_handshake"])
-            .inc();
-        handshake::refuse(&mut stream, refusal.0, &refusal.1).await;
-        return;
-    }
-    let protocol = req
-        .header("sec-websocket-protocol")
-        .and_then(|p| p.split(',').next())
-        .map(|p| p.trim().to_string());
-    let accepted = handshake::accept(&mut stream, &key, protocol.as_deref()).await;
-    // The request is not needed any more; free it now rather than keep it
-    // for the connection's whole life.
-    drop((req, key, protocol));
-    if accepted.is_err() {
-        return;
-    }
-    let ws =
-        WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(srv.ws_config))
-            .await;
+    let (vm, conn, client) = (&open.vm, &open.conn, &open.client);
+    let id = client.id;
     state.mesh.register(client.clone());
     tracing::debug!(client_id = %id, "connected from {peer}");
 
-    let first_hook = vm.hook(&conn, "on_connect", ());
-    let mut driver = Driver {
+    let first_hook = vm.hook(conn, "on_connect", ());
+    // Awaited by value: the driver then shares its room in this future with
+    // the handshake's state instead of adding to it (see memory_tests).
+    let reason = Driver {
         ws,
-        vm: &vm,
-        conn: &conn,
+        vm,
+        conn,
         hook: first_hook,
         inbound: VecDeque::new(),
         batch: VecDeque::new(),
@@ -158,24 +83,15 @@ pub async fn serve(
         hold: None,
         close_reason: None,
         need_flush: false,
+        panicked: false,
         read_timeout: secs(srv.cfg.read_timeout),
         write_timeout: secs(srv.cfg.write_timeout),
-    };
-    let reason = match AssertUnwindSafe(&mut driver).catch_unwind().await {
-        Ok(reason) => reason,
-        Err(panic) => {
-            state.mesh.metrics.connection_panics.inc();
-            tracing::error!(client_id = %id, "connection task panicked: {}", panic_text(&panic));
-            driver.hook = None;
-            driver.abort(1011, "internal error").await;
-            Some("internal error".to_string())
-        }
-    };
-    drop(driver);
+    }
+    .await;
 
-    state.mesh.unregister(&client);
+    state.mesh.unregister(client);
     tracing::debug!(client_id = %id, "closed: {}", reason.as_deref().unwrap_or("clean"));
-    if let Some(call) = vm.hook(&conn, "on_close", (id.to_string(), reason))
+    if let Some(call) = vm.hook(conn, "on_close", (id.to_string(), reason))
         && let Err(panic) = AssertUnwindSafe(call).catch_unwind().await
     {
         state.mesh.metrics.connection_panics.inc();
@@ -201,18 +117,8 @@ fn secs(s: u64) -> Option<Duration> {
     (s > 0).then(|| Duration::from_secs(s))
 }
 
-/// However `serve` ends (a refused handshake included): leaves every
-/// channel the hooks joined and drops the connection's Lua references.
-pub(crate) struct ReleaseGuard(pub(crate) Rc<ConnLocal>, pub(crate) Arc<crate::mesh::Mesh>);
-impl Drop for ReleaseGuard {
-    fn drop(&mut self) {
-        self.1.unregister(&self.0.client);
-        self.0.release();
-    }
-}
-
 /// The frame loop; see the module documentation.
-struct Driver<'a> {
+pub(super) struct Driver<'a> {
     ws: WebSocketStream<TcpStream>,
     vm: &'a LuaRuntime,
     conn: &'a Rc<ConnLocal>,
@@ -227,6 +133,8 @@ struct Driver<'a> {
     /// What `on_close` will be told (None: a clean close).
     close_reason: Option<String>,
     need_flush: bool,
+    /// The frame loop panicked: only our 1011 close is flushed now.
+    panicked: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     /// Cluster: frames wait until the broker has the channels just joined.
@@ -240,20 +148,31 @@ enum End {
 }
 
 /// The driver is its own future (not an `async fn`): an `async fn` taking
-/// `self` would hold the driver twice in every connection's task.
+/// `self` would hold the driver twice in every connection's task. A panic
+/// is caught here too, per poll, so that no second future (and no second
+/// room for the driver) is needed to clean up after one.
 impl Future for Driver<'_> {
     type Output = Option<String>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<String>> {
         let this = &mut *self;
-        match this.poll_step(cx) {
-            Poll::Ready(End::Done(reason)) => {
+        if this.panicked {
+            return this.poll_abort(cx);
+        }
+        match std::panic::catch_unwind(AssertUnwindSafe(|| this.poll_step(cx))) {
+            Ok(Poll::Ready(End::Done(reason))) => {
                 // Cancel a hook still waiting (HTTP, wait_context_value): its
                 // connection is gone.
                 this.hook = None;
                 Poll::Ready(reason)
             }
-            Poll::Pending => Poll::Pending,
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => {
+                this.conn.metrics().connection_panics.inc();
+                tracing::error!(client_id = %this.conn.client.id, "connection task panicked: {}", panic_text(&panic));
+                this.start_abort();
+                this.poll_abort(cx)
+            }
         }
     }
 }
@@ -480,15 +399,34 @@ impl Driver<'_> {
         self.need_flush = true;
     }
 
-    /// After a panic: sends a close frame if the socket still takes one
-    /// (bounded by [`CLOSE_TIMEOUT`]).
-    async fn abort(&mut self, code: u16, reason: &str) {
+    /// After a panic: drops the running hook and what was to be written and
+    /// queues a 1011 close, which [`Driver::poll_abort`] then flushes.
+    fn start_abort(&mut self) {
+        self.panicked = true;
+        self.hook = None;
         self.batch.clear();
         if self.closing_since.is_none() {
-            self.start_close(code, reason, None);
+            self.start_close(1011, "internal error", None);
         }
-        let flush = std::future::poll_fn(|cx| Pin::new(&mut self.ws).poll_flush(cx));
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, flush).await;
+        // The flush gets CLOSE_TIMEOUT from now.
+        self.closing_since = Some(Instant::now());
+    }
+
+    /// Flushes the close frame if the socket still takes it (bounded by
+    /// [`CLOSE_TIMEOUT`]); `on_close` is then told "internal error".
+    fn poll_abort(&mut self, cx: &mut Context<'_>) -> Poll<Option<String>> {
+        let deadline = self.closing_since.unwrap_or_else(Instant::now) + CLOSE_TIMEOUT;
+        let flushed = Pin::new(&mut self.ws).poll_flush(cx).is_ready();
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        if flushed || timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some("internal error".to_string()));
+        }
+        Poll::Pending
     }
 
     fn message_hook(&self, msg: Message) -> Option<HookCall> {

@@ -9,6 +9,9 @@
 pub mod connection;
 pub mod handshake;
 pub mod hook_handshake;
+#[cfg(test)]
+mod memory_tests;
+pub(crate) mod upgrade;
 
 use crate::config::ServerConfig;
 use crate::worker::{Job, WorkerHandle};
@@ -59,7 +62,10 @@ impl ServerShared {
     /// Takes one of the server's `maxConnections` slots for a new
     /// connection, held until the guard drops; `None` (counted in
     /// `connmix_connections_refused_total`) when the server is full.
-    pub fn admit(self: &Arc<Self>, metrics: &crate::metrics::Metrics) -> Option<ActiveGuard> {
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Option<upgrade::ActiveGuard> {
         if self.active.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_connections {
             self.active.fetch_sub(1, Ordering::AcqRel);
             metrics
@@ -68,15 +74,7 @@ impl ServerShared {
                 .inc();
             return None;
         }
-        Some(ActiveGuard(self.clone()))
-    }
-}
-
-/// A connection's slot of `maxConnections`, released once it is fully gone.
-pub struct ActiveGuard(Arc<ServerShared>);
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        Some(upgrade::ActiveGuard(self.clone()))
     }
 }
 
@@ -116,7 +114,7 @@ pub async fn accept_loop(
         };
         let srv = server.clone();
         worker.submit(Job::new(move |state| {
-            Box::pin(connection::serve(state, std_stream, peer, srv))
+            connection::serve(state, std_stream, peer, srv)
         }));
     }
 }

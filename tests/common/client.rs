@@ -120,6 +120,14 @@ impl Client {
         v
     }
 
+    /// Connects to a probe server and joins `channels` (Lua arguments of
+    /// `conn:subscribe`, e.g. `'a', 'b'`).
+    pub async fn subscribed(url: &str, channels: &str) -> Client {
+        let mut c = Client::connect(url).await;
+        c.eval(&format!("return (...):subscribe({channels})")).await;
+        c
+    }
+
     /// The client id the gateway gave this connection.
     pub async fn id(&mut self) -> String {
         let v = self.eval("return (...):client_id()").await;

@@ -1,0 +1,53 @@
+//! What every open connection keeps in memory, by part: the connection's
+//! task (the future of [`super::connection::serve`]), its shared half
+//! ([`Client`], with the [`Outbox`]) and its Lua side ([`ConnLocal`]).
+//! README "Benchmarks" quotes the idle memory per connection; these sizes
+//! are what a change to the connection's state adds to it.
+
+use super::ServerShared;
+use super::connection::{Driver, serve};
+use super::upgrade::Open;
+use crate::hub::Client;
+use crate::lua::HookCall;
+use crate::lua::conn::ConnLocal;
+use crate::outbox::Outbox;
+use crate::worker::WorkerState;
+use std::mem::size_of;
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+
+/// The size of the future an async fn of four arguments returns.
+fn future_size<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
+    size_of::<F>()
+}
+
+#[test]
+fn connection_state_sizes() {
+    let task = future_size(serve);
+    let sizes = [
+        ("connection task (serve future)", task),
+        ("frame loop (Driver)", size_of::<Driver<'static>>()),
+        (
+            "upgrade future",
+            future_size(
+                |a: &'static Rc<WorkerState>, b, c, d: &'static Arc<ServerShared>| {
+                    super::upgrade::open(a, b, c, d)
+                },
+            ),
+        ),
+        (
+            "  of which the socket",
+            size_of::<WebSocketStream<TcpStream>>(),
+        ),
+        ("  of which a hook", size_of::<HookCall>()),
+        ("what an upgraded connection holds", size_of::<Open>()),
+        ("Client (shared half)", size_of::<Client>()),
+        ("Outbox", size_of::<Outbox>()),
+        ("ConnLocal (Lua side)", size_of::<ConnLocal>()),
+    ];
+    for (what, size) in sizes {
+        eprintln!("{what}: {size} bytes");
+    }
+}
