@@ -362,6 +362,12 @@ impl Session {
             f = next_frame(&mut lp.ws), if room => Event::Frame(f),
             f = next_frame(&mut lp.probe) => Event::Probe(f),
             o = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut lp.batch)), if out_room => Event::Outbox(o),
+            // A polling client that does not poll: its queue is full, so the
+            // outbox is not drained, but its overflow still closes it as slow.
+            o = std::future::poll_fn(|cx| match outbox.poll_overflowed(cx) {
+                true => std::task::Poll::Ready(true),
+                false => std::task::Poll::Pending,
+            }), if !out_room => Event::Outbox(o),
             _ = self.io.wake.notified() => Event::Wake,
             _ = tokio::time::sleep_until(deadline) => Event::Timer,
         }
