@@ -18,7 +18,9 @@
 #                    and the range (min – max) of the runs
 #   SCENARIOS="broadcast personal idle storm"
 #   TARGETS="socketio connmix"   (socket.io first: half of its max rate is the
-#                                 fixed "same load" rate connmix is also run at)
+#                                 fixed "same load" rate connmix is also run at;
+#                                 add connmix-sio for connmix's own Socket.IO
+#                                 server with the Socket.IO bench clients)
 #   OUT_DIR=bench/results/<time> where results-<run>.jsonl, table.md, notes.md
 #                    and the server logs go
 #   QUIET_TIMEOUT=180  seconds to wait for an idle machine before each scenario
@@ -114,14 +116,14 @@ port_free() { # port
 }
 
 start_server() { # target scenario
-  for p in 6789 6790 6791 3000 8790; do
+  for p in 6789 6790 6791 6792 3000 8790; do
     port_free "$p" || { echo "port $p is in use: stop whatever listens there" >&2; exit 1; }
   done
   case "$1" in
-    connmix)
+    connmix|connmix-sio)
       (cd "$HERE" && exec "$CONNMIX" dev -f connmix.bench.yaml) >"$OUT_DIR/server-$1-$2-run$RUN.log" 2>&1 &
       SERVER_PID=$!
-      wait_port 6789; wait_port 6790; wait_port 6791 ;;
+      wait_port 6789; wait_port 6790; wait_port 6791; wait_port 6792 ;;
     socketio)
       (cd "$HERE/socketio" && PORT=3000 AUTH_URL="$AUTH_URL" exec node server.js) >"$OUT_DIR/server-$1-$2-run$RUN.log" 2>&1 &
       SERVER_PID=$!
@@ -155,7 +157,7 @@ run_one() { # scenario target
   case "$s" in
     broadcast|personal)
       args+=(--duration "$DURATION" --warmup "$WARMUP")
-      if [ "$t" = connmix ] && [[ " $TARGETS " == *" socketio "* ]]; then
+      if [ "$t" != socketio ] && [[ " $TARGETS " == *" socketio "* ]]; then
         local same
         same=$("$BENCH" field "$RESULTS" --target socketio --scenario "$s" --key half_rate 2>/dev/null || true)
         [ -n "$same" ] && args+=(--same-rate "$same")

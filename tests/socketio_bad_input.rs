@@ -211,3 +211,38 @@ async fn an_oversized_polling_body_is_413_and_closes_the_session() {
     assert!(body.starts_with("40{"), "{body}");
     still_works(&mut bystander).await;
 }
+
+#[tokio::test]
+async fn a_polling_client_that_stops_polling_is_closed_as_slow() {
+    let script = "function on_connect(info, conn) conn:subscribe('news') end";
+    let gw = Gateway::start(vec![
+        ServerSpec::socketio(Script::Inline(script.into()))
+            .option("maxPayload", "1000")
+            .extra("outboundQueueSize: 4"),
+    ])
+    .await;
+    let sid = polling_session(&gw).await;
+    assert_eq!(post(&gw, &sid, "40").await.0, 200);
+    let (status, body) = get(&gw, &sid).await;
+    assert!(status == 200 && body.starts_with("40{"), "{status} {body}");
+    // Never polled again: at most 7 events wait in the session (it stops
+    // taking them at 4, the last take may bring 4), 4 in its outbox; 30 is
+    // past both bounds however the takes fall.
+    let mut failed = 0;
+    for i in 0..30 {
+        let (_, f) = gw.publish("news", &format!("n{i}")).await;
+        failed += f;
+    }
+    assert!(failed >= 1, "a publish past both bounds is refused");
+    eventually(|| async {
+        match get(&gw, &sid).await {
+            (400, _) => Ok(()),
+            other => Err(format!("session still open: {other:?}")),
+        }
+    })
+    .await;
+    assert!(
+        gw.metric("connmix_slow_clients_closed_total").await >= 1.0,
+        "counted as a slow client"
+    );
+}

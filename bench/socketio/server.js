@@ -12,7 +12,8 @@
 //             emit("publish", {room, event, data}, ack) -> same, ack {"s": n}
 //
 // Environment: PORT (3000), AUTH_URL (http://127.0.0.1:8790/auth),
-// BACKEND_KEY (bench-backend). One Node process: a single core, as usually deployed
+// BACKEND_KEY (bench-backend), TRANSPORTS (websocket; "polling,websocket" for
+// storm-polling.js, which connects the way default socket.io-clients do). One Node process: a single core, as usually deployed
 // behind a load balancer.
 'use strict';
 
@@ -103,7 +104,7 @@ const httpServer = http.createServer((req, res) => {
 httpServer.keepAliveTimeout = 60000;
 
 const io = new Server(httpServer, {
-  transports: ['websocket'],
+  transports: (process.env.TRANSPORTS || 'websocket').split(','),
   serveClient: false,
   perMessageDeflate: false,
   httpCompression: false,

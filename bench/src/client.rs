@@ -52,7 +52,7 @@ pub async fn establish(
         .map_err(|e| format!("connect: {e}"))?;
     match kind {
         Kind::Connmix => setup_connmix(&mut ws, login).await?,
-        Kind::Socketio => setup_socketio(&mut ws, login).await?,
+        Kind::Socketio | Kind::ConnmixSio => setup_socketio(&mut ws, login).await?,
     }
     Ok(ws)
 }
@@ -189,7 +189,7 @@ pub async fn receive(kind: Kind, mut ws: WsConn, c: &Counters, ping_every: Optio
                         if let Some(ts) = kind.timestamp(data) {
                             hist.record(now.saturating_sub(ts));
                             got += 1;
-                        } else if kind == Kind::Socketio && data == socketio::PING {
+                        } else if kind.speaks_socketio() && data == socketio::PING {
                             heartbeat = true;
                         }
                     }

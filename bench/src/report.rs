@@ -203,15 +203,28 @@ pub fn table(runs: &[Vec<RunResult>], spread: bool) -> String {
         }
         (text, Some(med))
     };
-    let mut out = String::from("| metric | connmix | socket.io | ratio |\n|---|---:|---:|---:|\n");
+    // connmix's own Socket.IO server, when it was run: a column and its
+    // ratio to socket.io as well.
+    let with_sio = runs.iter().flatten().any(|r| r.target == "connmix-sio");
+    let mut out = String::from("| metric | connmix | socket.io | ratio |");
+    out.push_str(if with_sio {
+        " connmix Socket.IO | ratio |\n|---|---:|---:|---:|---:|---:|\n"
+    } else {
+        "\n|---|---:|---:|---:|\n"
+    });
+    let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if y != 0.0 => format!("{:.2}×", x / y),
+        _ => "–".into(),
+    };
     for (key, label) in keys {
         let (a, av) = cell_of("connmix", &key);
         let (b, bv) = cell_of("socketio", &key);
-        let ratio = match (av, bv) {
-            (Some(x), Some(y)) if y != 0.0 => format!("{:.2}×", x / y),
-            _ => "–".into(),
-        };
-        out.push_str(&format!("| {label} | {a} | {b} | {ratio} |\n"));
+        out.push_str(&format!("| {label} | {a} | {b} | {} |", ratio(av, bv)));
+        if with_sio {
+            let (c, cv) = cell_of("connmix-sio", &key);
+            out.push_str(&format!(" {c} | {} |", ratio(cv, bv)));
+        }
+        out.push('\n');
     }
     out
 }

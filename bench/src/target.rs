@@ -14,6 +14,10 @@ pub enum Kind {
     Connmix,
     /// bench/socketio/server.js (Socket.IO v4).
     Socketio,
+    /// connmix's own Socket.IO server (`protocol: socketio`, port 6792 of
+    /// bench/connmix.bench.yaml, bench/lua/entry.socketio.bench.lua): the
+    /// Socket.IO clients of `Socketio`, the publish API of `Connmix`.
+    ConnmixSio,
 }
 
 impl Kind {
@@ -21,7 +25,13 @@ impl Kind {
         match self {
             Kind::Connmix => "connmix",
             Kind::Socketio => "socketio",
+            Kind::ConnmixSio => "connmix-sio",
         }
+    }
+
+    /// Whether clients speak Socket.IO to it.
+    pub fn speaks_socketio(self) -> bool {
+        matches!(self, Kind::Socketio | Kind::ConnmixSio)
     }
 
     /// Client WebSocket URL used when `--ws` is not given.
@@ -29,13 +39,14 @@ impl Kind {
         match self {
             Kind::Connmix => "ws://127.0.0.1:6790/chat",
             Kind::Socketio => "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket",
+            Kind::ConnmixSio => "ws://127.0.0.1:6792/socket.io/?EIO=4&transport=websocket",
         }
     }
 
     /// Base URL of the publish API used when `--api` is not given.
     pub fn default_api(self) -> &'static str {
         match self {
-            Kind::Connmix => "http://127.0.0.1:6789",
+            Kind::Connmix | Kind::ConnmixSio => "http://127.0.0.1:6789",
             Kind::Socketio => "http://127.0.0.1:3000",
         }
     }
@@ -43,7 +54,7 @@ impl Kind {
     /// Path of the HTTP publish route.
     pub fn publish_path(self) -> &'static str {
         match self {
-            Kind::Connmix => "/v1/mesh/publish",
+            Kind::Connmix | Kind::ConnmixSio => "/v1/mesh/publish",
             Kind::Socketio => "/api",
         }
     }
@@ -52,6 +63,7 @@ impl Kind {
     pub fn publish_body(self, channel: &str, payload: &str) -> String {
         match self {
             Kind::Connmix => format!(r#"{{"c":"{channel}","d":"{payload}"}}"#),
+            Kind::ConnmixSio => format!(r#"{{"c":"{channel}","e":"msg","d":"{payload}"}}"#),
             Kind::Socketio => {
                 format!(r#"{{"room":"{channel}","event":"msg","data":"{payload}"}}"#)
             }
@@ -65,7 +77,9 @@ impl Kind {
     pub fn timestamp(self, frame: &[u8]) -> Option<u64> {
         let digits = match self {
             Kind::Connmix => frame,
-            Kind::Socketio => frame.strip_prefix(crate::socketio::MSG_EVENT_PREFIX)?,
+            Kind::Socketio | Kind::ConnmixSio => {
+                frame.strip_prefix(crate::socketio::MSG_EVENT_PREFIX)?
+            }
         };
         parse_digits(digits)
     }

@@ -245,18 +245,32 @@ pub fn send_ack(
 }
 
 /// What the session makes of data sent with `conn:send`, `mesh.send` or a
-/// publish: the argument of a Socket.IO event (JSON when the text is JSON,
-/// else a string; binary as an attachment).
-pub fn data_argument(data: &Message) -> (Json, Vec<Bytes>) {
+/// publish: the argument of a Socket.IO event, as JSON text (the text itself
+/// when it is JSON, so its bytes and key order are kept; else a JSON string;
+/// binary as an attachment), and the attachments.
+pub fn data_argument(data: &Message) -> (String, Vec<Bytes>) {
     match data {
-        Message::Text(t) => (
-            serde_json::from_str::<Json>(t.as_str())
-                .unwrap_or_else(|_| Json::String(t.to_string())),
-            Vec::new(),
-        ),
-        Message::Binary(b) => (sio::placeholder_for(0), vec![b.clone()]),
-        _ => (Json::Null, Vec::new()),
+        Message::Text(t) => {
+            let t = t.as_str();
+            if serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok() {
+                (t.trim().to_string(), Vec::new())
+            } else {
+                (Json::String(t.to_string()).to_string(), Vec::new())
+            }
+        }
+        Message::Binary(b) => (sio::placeholder_for(0).to_string(), vec![b.clone()]),
+        _ => ("null".into(), Vec::new()),
     }
+}
+
+/// The packets of event `event` of namespace `ns` carrying `data` (see
+/// [`data_argument`]).
+pub fn data_event(ns: &str, event: &str, data: &Message) -> Arc<[Message]> {
+    let (arg, attachments) = data_argument(data);
+    let text = sio::event_raw(ns, event, &arg, attachments.len());
+    std::iter::once(Message::text(text))
+        .chain(attachments.into_iter().map(Message::Binary))
+        .collect()
 }
 
 /// The namespace a channel's publications go to: `N` for a channel `N#R`
@@ -271,18 +285,8 @@ pub fn namespace_of(channel: &str) -> &str {
 /// The Socket.IO packets of a publication: event `e` (default `message`) of
 /// the channel's namespace with `d` as its argument.
 pub fn publication_packets(p: &Publication) -> Arc<[Message]> {
-    let (arg, attachments) = data_argument(&p.frame);
     let event = p.event.as_deref().unwrap_or("message");
-    let text = sio::event(
-        namespace_of(&p.channel),
-        event,
-        &[arg],
-        None,
-        attachments.len(),
-    );
-    std::iter::once(Message::text(text))
-        .chain(attachments.into_iter().map(Message::Binary))
-        .collect()
+    data_event(namespace_of(&p.channel), event, &p.frame)
 }
 
 #[cfg(test)]
@@ -339,13 +343,13 @@ mod tests {
 
     #[test]
     fn published_text_is_json_when_it_parses() {
+        let arg = |t: &str| data_argument(&Message::text(t)).0;
         assert_eq!(
-            data_argument(&Message::text(r#"{"a":1}"#)).0,
-            serde_json::json!({"a":1})
+            arg(r#"{"b":1,"a":2}"#),
+            r#"{"b":1,"a":2}"#,
+            "bytes and key order kept"
         );
-        assert_eq!(
-            data_argument(&Message::text("hi")).0,
-            Json::String("hi".into())
-        );
+        assert_eq!(arg("hi"), r#""hi""#);
+        assert_eq!(arg("{oops"), r#""{oops""#);
     }
 }

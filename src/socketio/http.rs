@@ -57,11 +57,15 @@ pub async fn serve(
             async move { Ok::<_, Infallible>(route(state, shared, peer, after, req).await) }
         })
     };
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), svc)
-        .with_upgrades();
+    // Boxed: the HTTP connection's state is freed once it hands over an
+    // upgrade, not kept in the task for the WebSocket session's whole life.
+    let conn = Box::pin(
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades(),
+    );
     if let Err(e) = conn.await {
         tracing::debug!("socket.io connection from {peer}: {e}");
     }

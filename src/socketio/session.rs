@@ -33,7 +33,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -92,15 +91,9 @@ pub async fn open(
 ) -> Result<Session, (u16, String)> {
     let srv = &shared.server;
     let metrics = &state.mesh.metrics;
-    if srv.active.fetch_add(1, Ordering::AcqRel) >= srv.cfg.max_connections {
-        srv.active.fetch_sub(1, Ordering::AcqRel);
-        metrics
-            .connections_refused
-            .with_label_values(&["max_connections"])
-            .inc();
-        return Err((503, "Too many connections".into()));
-    }
-    let active = ActiveGuard(srv.clone());
+    let active = srv
+        .admit(metrics)
+        .ok_or((503, "Too many connections".to_string()))?;
     let internal = || (500, "Internal Server Error".to_string());
     let client = Arc::new(Client::new(
         state.mesh.hub.next_id(),
@@ -223,9 +216,9 @@ enum Event {
 /// The loop's state; see the module documentation.
 struct Loop {
     ws: Option<Ws>,
-    /// An upgrade in progress: the WebSocket being probed, and whether it
-    /// answered the probe.
-    probe: Option<Ws>,
+    /// An upgrade in progress: the WebSocket being probed (boxed: most
+    /// sessions never have one), and whether it answered the probe.
+    probe: Option<Box<Ws>>,
     probed: bool,
     pending: Option<oneshot::Sender<Reply>>,
     inbound: VecDeque<Data>,
@@ -241,6 +234,13 @@ struct Loop {
 }
 
 async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_probe_frame(ws: &mut Option<Box<Ws>>) -> Option<Result<Message, tungstenite::Error>> {
     match ws {
         Some(ws) => ws.next().await,
         None => std::future::pending().await,
@@ -294,7 +294,7 @@ impl Session {
             end: None,
         };
         if let Some(up) = ws {
-            lp.ws = Some(self.websocket(up).await);
+            lp.ws = Some(Box::pin(self.websocket(up)).await);
             self.io.push(self.open_packet());
         }
         if !self.shared.opts.socketio {
@@ -341,7 +341,7 @@ impl Session {
                 return Some(e);
             }
             if let Some(end) = lp.end.take() {
-                self.finish(lp, &end).await;
+                Box::pin(self.finish(lp, &end)).await;
                 return end.reason;
             }
             let ev = self.wait(lp).await;
@@ -367,8 +367,14 @@ impl Session {
             r = hook_done(&mut lp.hook) => Event::Hook(r),
             c = self.rx.recv(), if room => Event::Command(c),
             f = next_frame(&mut lp.ws), if room => Event::Frame(f),
-            f = next_frame(&mut lp.probe) => Event::Probe(f),
+            f = next_probe_frame(&mut lp.probe) => Event::Probe(f),
             o = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut lp.batch)), if out_room => Event::Outbox(o),
+            // A polling client that does not poll: its queue is full, so the
+            // outbox is not drained, but its overflow still closes it as slow.
+            o = std::future::poll_fn(|cx| match outbox.poll_overflowed(cx) {
+                true => std::task::Poll::Ready(true),
+                false => std::task::Poll::Pending,
+            }), if !out_room => Event::Outbox(o),
             _ = self.io.wake.notified() => Event::Wake,
             _ = tokio::time::sleep_until(deadline) => Event::Timer,
         }
@@ -401,7 +407,9 @@ impl Session {
                 Message::Close(_) => lp.end = Some(End::client(None)),
                 _ => {}
             },
-            Event::Probe(f) => self.on_probe(lp, f).await,
+            // Boxed, like the other rare paths: the session's task keeps
+            // room only for what it does while idle.
+            Event::Probe(f) => Box::pin(self.on_probe(lp, f)).await,
             Event::Outbox(overflowed) => {
                 if overflowed {
                     self.conn.metrics().slow_clients_closed.inc();
@@ -462,7 +470,7 @@ impl Session {
                     drop(up);
                     return;
                 }
-                lp.probe = Some(self.websocket(up).await);
+                lp.probe = Some(Box::new(Box::pin(self.websocket(up)).await));
             }
         }
     }
@@ -489,7 +497,7 @@ impl Session {
                 }
             }
             (Some("5"), true) => {
-                lp.ws = lp.probe.take();
+                lp.ws = lp.probe.take().map(|ws| *ws);
                 lp.probed = false;
                 if let Some(tx) = lp.pending.take() {
                     let _ = tx.send(Reply::Payload(vec![eio::NOOP]));
@@ -705,11 +713,8 @@ impl Session {
                         other => other,
                     });
                 } else if self.io.sid_of("/").is_some() {
-                    let (arg, atts) = events::data_argument(&m);
-                    let text = sio::event("/", "message", &[arg], None, atts.len());
-                    self.io.push(Message::text(text));
-                    for a in atts {
-                        self.io.push(Message::Binary(a));
+                    for p in events::data_event("/", "message", &m).iter() {
+                        self.io.push(p.clone());
                     }
                 }
             }
@@ -869,4 +874,37 @@ fn refusal_table(t: &Table) -> (String, Option<Value>) {
         message,
         t.raw_get::<Value>("data").ok().filter(|v| !v.is_nil()),
     )
+}
+
+#[cfg(test)]
+mod memory_tests {
+    //! What an open session keeps in its task, by part (README "Socket.IO"
+    //! quotes the idle memory per client; these are what a change adds).
+    use super::*;
+
+    fn future_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn future_size4<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn session_state_sizes() {
+        let sizes = [
+            (
+                "connection task (http::serve future)",
+                future_size4(super::super::http::serve),
+            ),
+            ("session (run future)", future_size(Session::run)),
+            ("Session", std::mem::size_of::<Session>()),
+            ("loop state", std::mem::size_of::<Loop>()),
+            ("  of which one WebSocket", std::mem::size_of::<Ws>()),
+            ("SessionIo", std::mem::size_of::<SessionIo>()),
+        ];
+        for (what, size) in sizes {
+            eprintln!("{what}: {size} bytes");
+        }
+    }
 }

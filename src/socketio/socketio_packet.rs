@@ -217,6 +217,19 @@ pub fn event(
     )
 }
 
+/// An EVENT (or BINARY_EVENT) packet for `event` with one argument given as
+/// JSON text (embedded as it is: a published JSON document keeps its bytes).
+pub fn event_raw(namespace: &str, event: &str, arg_json: &str, attachments: usize) -> String {
+    let kind = if attachments > 0 {
+        Kind::BinaryEvent
+    } else {
+        Kind::Event
+    };
+    let name = Json::String(event.to_string()).to_string();
+    let data = format!("[{name},{arg_json}]");
+    encode(kind, namespace, None, attachments, Some(&data))
+}
+
 /// An ACK (or BINARY_ACK) packet.
 pub fn ack(namespace: &str, id: u64, args: &[Json], attachments: usize) -> String {
     let kind = if attachments > 0 {
@@ -346,6 +359,10 @@ mod tests {
             r#"44/random,{"message":"Invalid namespace"}"#
         );
         assert_eq!(connect_ok("/", "x"), r#"40{"sid":"x"}"#);
+        assert_eq!(
+            event_raw("/", "n", r#"{"b":1,"a":2}"#, 0),
+            r#"42["n",{"b":1,"a":2}]"#
+        );
         assert_eq!(disconnect("/chat"), "41/chat,");
     }
 }

@@ -16,7 +16,7 @@ pub(crate) mod upgrade;
 use crate::config::ServerConfig;
 use crate::worker::{Job, WorkerHandle};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tungstenite::protocol::WebSocketConfig;
@@ -55,6 +55,26 @@ impl ServerShared {
             active: AtomicUsize::new(0),
             ws_config,
         }
+    }
+}
+
+impl ServerShared {
+    /// Takes one of the server's `maxConnections` slots for a new
+    /// connection, held until the guard drops; `None` (counted in
+    /// `connmix_connections_refused_total`) when the server is full.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Option<upgrade::ActiveGuard> {
+        if self.active.fetch_add(1, Ordering::AcqRel) >= self.cfg.max_connections {
+            self.active.fetch_sub(1, Ordering::AcqRel);
+            metrics
+                .connections_refused
+                .with_label_values(&["max_connections"])
+                .inc();
+            return None;
+        }
+        Some(upgrade::ActiveGuard(self.clone()))
     }
 }
 

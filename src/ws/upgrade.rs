@@ -70,16 +70,10 @@ pub async fn open(
         }
     };
     let metrics = &state.mesh.metrics;
-    if srv.active.fetch_add(1, Ordering::AcqRel) >= srv.cfg.max_connections {
-        srv.active.fetch_sub(1, Ordering::AcqRel);
-        metrics
-            .connections_refused
-            .with_label_values(&["max_connections"])
-            .inc();
+    let Some(active) = srv.admit(metrics) else {
         handshake::refuse(&mut stream, 503, "Too many connections").await;
         return None;
-    }
-    let active = ActiveGuard(srv.clone());
+    };
 
     let id = state.mesh.hub.next_id();
     let client = Arc::new(Client::new(

@@ -37,7 +37,7 @@ impl WsApi {
     /// Connects; `Err` carries why (e.g. the upgrade was refused with 404).
     pub async fn connect(api: &Api) -> Result<WsApi, String> {
         let url = match api.kind {
-            Kind::Connmix => format!("ws://{}/ws/v1", api.host),
+            Kind::Connmix | Kind::ConnmixSio => format!("ws://{}/ws/v1", api.host),
             Kind::Socketio => format!("ws://{}/socket.io/?EIO=4&transport=websocket", api.host),
         };
         let (mut ws, _) = tokio::time::timeout(
@@ -85,7 +85,7 @@ enum Answer {
 fn parse_answer(kind: Kind, text: &str) -> Answer {
     let b = text.as_bytes();
     match kind {
-        Kind::Connmix => {
+        Kind::Connmix | Kind::ConnmixSio => {
             if !text.contains("\"i\":") {
                 return Answer::Other;
             }
@@ -189,6 +189,9 @@ fn api_request(kind: Kind, id: u64, channel: &str, data: &str) -> String {
         Kind::Connmix => {
             format!(r#"{{"m":"mesh.publish","p":{{"c":"{channel}","d":"{data}"}},"i":{id}}}"#)
         }
+        Kind::ConnmixSio => format!(
+            r#"{{"m":"mesh.publish","p":{{"c":"{channel}","e":"msg","d":"{data}"}},"i":{id}}}"#
+        ),
         Kind::Socketio => socketio::event_with_ack(
             id,
             "publish",

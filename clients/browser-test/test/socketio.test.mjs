@@ -24,7 +24,9 @@ let browser;
 let dist;
 
 before(async () => {
-    gw = await startGateway({ protocol: "socketio", serverOptions: { jwt_secret: SECRET } });
+    // The page (on the API port) polls the Socket.IO port cross-origin: the
+    // server's cors option must allow the page's origin.
+    gw = await startGateway({ protocol: "socketio", serverOptions: { jwt_secret: SECRET, cors: "*" } });
     // The user's own socket.io-client build: the npm package's dist/ folder.
     dist = http.createServer((req, res) => {
         const file = path.join(DIST, path.basename(new URL(req.url, "http://x").pathname));
@@ -64,13 +66,18 @@ test("Socket.IO demo: the user's socket.io-client connects, upgrades and shows e
         body: JSON.stringify({ c: "user:1001", e: "following notify", d }),
     });
     assert.equal(JSON.parse(await r.text()).r.s, 1);
-    await page.waitForFunction(
-        (want) => {
-            const li = document.querySelector("#messages li.push");
-            return li && li.querySelector(".e").textContent === "following notify" && li.querySelector(".m").textContent === want;
-        },
-        d,
-    );
+    await page
+        .waitForFunction(
+            (want) => {
+                const li = document.querySelector("#messages li.push");
+                return li && li.querySelector(".e").textContent === "following notify" && li.querySelector(".m").textContent === want;
+            },
+            d,
+            { timeout: 15000 },
+        )
+        .catch(async (e) => {
+            throw new Error(`${e.message}\nreceived: ${await page.innerHTML("#messages")}`);
+        });
     fs.mkdirSync(path.join(REPO, "test-artifacts"), { recursive: true });
     await page.screenshot({ path: path.join(REPO, "test-artifacts/browser-socketio.png"), fullPage: true });
 
