@@ -9,10 +9,11 @@
 
 use crate::client_id::{self, ClientId};
 use crate::outbox::{Outbound, Outbox, PushError};
+use crate::presence::Presence;
 use crate::publication::Publication;
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -24,6 +25,10 @@ pub struct Client {
     pub outbox: Outbox,
     max_channels: usize,
     state: Mutex<ClientState>,
+    /// Its user id for presence (the context key `uid`). A lock of its own,
+    /// never held while taking another: presence reads it under a channel's
+    /// shard lock, which a subscribe takes under `state`.
+    user: Mutex<Option<Arc<str>>>,
 }
 
 struct ClientState {
@@ -47,12 +52,23 @@ impl Client {
                 channels: Vec::new(),
                 gone: false,
             }),
+            user: Mutex::new(None),
         }
     }
 
     /// Channels this client has joined, in join order.
     pub fn channels(&self) -> Vec<Arc<str>> {
         self.state.lock().channels.clone()
+    }
+
+    /// Sets (or clears) the user id presence counts it as.
+    pub fn set_user(&self, user: Option<Arc<str>>) {
+        *self.user.lock() = user;
+    }
+
+    /// The user id presence counts it as.
+    pub fn user(&self) -> Option<Arc<str>> {
+        self.user.lock().clone()
     }
 }
 
@@ -251,6 +267,32 @@ impl Hub {
             }
         }
         d
+    }
+
+    /// The local presence of `ch`: its subscribers, their client ids when
+    /// `ids`, and their distinct users. Reads the channel's shard once.
+    pub fn presence(&self, ch: &str, ids: bool) -> Presence {
+        let Some(subs) = self.channels.get(ch) else {
+            return Presence::default();
+        };
+        let mut users: HashSet<Arc<str>> = HashSet::new();
+        let mut clients = Vec::with_capacity(if ids { subs.len() } else { 0 });
+        for c in subs.values() {
+            if ids {
+                clients.push(c.id);
+            }
+            if let Some(u) = &*c.user.lock()
+                && !users.contains(u)
+            {
+                users.insert(u.clone());
+            }
+        }
+        Presence {
+            count: subs.len() as u64,
+            clients,
+            users: users.into_iter().collect(),
+            ..Default::default()
+        }
     }
 
     /// Queues `item` to one local client.

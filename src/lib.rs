@@ -9,6 +9,7 @@ pub mod api;
 pub mod broker;
 pub mod client_id;
 pub mod config;
+pub mod emitter;
 pub mod frame;
 pub mod hub;
 pub mod jwt;
@@ -18,9 +19,11 @@ pub mod lua;
 pub mod mesh;
 pub mod metrics;
 pub mod outbox;
+pub mod presence;
 pub mod publication;
 pub mod queue;
 pub mod script;
+pub mod socketio;
 pub mod worker;
 pub mod ws;
 
@@ -66,6 +69,7 @@ pub struct Gateway {
     workers: Arc<Vec<WorkerHandle>>,
     servers: Vec<Arc<ServerShared>>,
     mesh: Arc<mesh::Mesh>,
+    socketio_rooms: Arc<socketio::target::SocketIoRooms>,
     shutdown_timeout: Duration,
     /// Where the API listens.
     pub api_addr: SocketAddr,
@@ -120,7 +124,13 @@ impl Gateway {
             depth: metrics.queue_depth.clone(),
         });
         let queues = Arc::new(queue::Queues::new(store));
-        let mesh = Arc::new(mesh::Mesh::new(hub, metrics, queues, broker.clone()));
+        let mesh = Arc::new(mesh::Mesh::new(
+            hub,
+            metrics,
+            queues,
+            broker.clone(),
+            config.engine.history.clone(),
+        ));
 
         // Bind first so a taken port fails before any thread starts.
         let api = &config.engine.api_server;
@@ -151,23 +161,44 @@ impl Gateway {
             .expect("bound socket has an address");
         let mut server_addrs = Vec::new();
         let mut tasks = Vec::new();
+        let socketio_rooms = Arc::new(socketio::target::SocketIoRooms::new(mesh.clone()));
+        // Backends' emits (`engine.emitters`) go to this node's Socket.IO sockets.
+        emitter::spawn(
+            &config.engine.emitters,
+            socketio_rooms.clone(),
+            &mesh.metrics.emitters,
+            &stop,
+        );
         for (i, l) in listeners.into_iter().enumerate() {
             let addr = l.local_addr().expect("bound socket has an address");
+            let cfg = &config.engine.servers[i];
             tracing::info!(
-                "websocket server {} on ws://{addr}{} (entry {})",
+                "{} server {} on {}://{addr}{} (entry {})",
+                cfg.protocol,
                 i,
-                config.engine.servers[i].path(),
-                config
-                    .resolve_entry(&config.engine.servers[i].entry)
-                    .display()
+                if cfg.is_engineio() { "http" } else { "ws" },
+                cfg.path(),
+                config.resolve_entry(&cfg.entry).display()
             );
             server_addrs.push(addr);
-            tasks.push(tokio::spawn(ws::accept_loop(
-                l,
-                servers[i].clone(),
-                workers.clone(),
-                stop.clone(),
-            )));
+            tasks.push(if cfg.is_engineio() {
+                tokio::spawn(socketio::accept_loop(
+                    l,
+                    Arc::new(socketio::SioShared::new(
+                        servers[i].clone(),
+                        socketio_rooms.clone(),
+                    )),
+                    workers.clone(),
+                    stop.clone(),
+                ))
+            } else {
+                tokio::spawn(ws::accept_loop(
+                    l,
+                    servers[i].clone(),
+                    workers.clone(),
+                    stop.clone(),
+                ))
+            });
         }
         tracing::info!("api server on http://{api_addr}");
         let shutdown_timeout = Duration::from_secs(config.engine.shutdown_timeout.max(1));
@@ -199,10 +230,17 @@ impl Gateway {
             workers,
             servers,
             mesh,
+            socketio_rooms,
             shutdown_timeout,
             api_addr,
             server_addrs,
         })
+    }
+
+    /// This node's Socket.IO sockets by namespace, room and sid: where
+    /// backends' emits (`engine.emitters`) are delivered.
+    pub fn socketio_rooms(&self) -> &Arc<socketio::target::SocketIoRooms> {
+        &self.socketio_rooms
     }
 
     /// The routing core, for embedding and tests.

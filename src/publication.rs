@@ -9,7 +9,7 @@
 //!
 //! A leaf module: it imports nothing of the crate.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tungstenite::Message;
 
 /// A publication's place in its channel's history.
@@ -32,6 +32,10 @@ pub struct Publication {
     pub event: Option<Arc<str>>,
     /// Its place in the channel's history, when the channel keeps one.
     pub position: Option<Position>,
+    /// What Socket.IO subscribers are sent (the event packet and its binary
+    /// attachments), encoded by the first one that needs it and shared by
+    /// the rest: a broadcast is encoded once, not once per client.
+    pub socketio: OnceLock<Arc<[Message]>>,
 }
 
 impl Publication {
@@ -42,6 +46,7 @@ impl Publication {
             frame,
             event: None,
             position: None,
+            socketio: OnceLock::new(),
         }
     }
 

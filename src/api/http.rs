@@ -1,5 +1,5 @@
 //! HTTP routing of the API port: `docs/http-api.md` (`/v1/mesh/publish`,
-//! `/v1/mesh/send`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
+//! `/v1/mesh/send`, `/v1/mesh/batch`, `/v1/presence`, `/v1/history`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
 //! each behind [`super::access`]; the web pages (`/demo`, `/console`,
 //! `/v1/stats`, ...) are [`super::web`]'s.
 //!
@@ -40,15 +40,20 @@ fn method_not_allowed(allow: &str) -> Response<Body> {
     r
 }
 
-/// The role a route needs, and the method it takes; `None` for unknown paths.
+/// The role a route needs, and the method it takes (presence also takes
+/// `POST`, see [`handle`]); `None` for unknown paths.
 fn route(path: &str) -> Option<(Role, Method)> {
     match path {
-        "/v1/mesh/publish" | "/v1/mesh/send" => Some((Role::Write, Method::POST)),
+        "/v1/mesh/publish" | "/v1/mesh/send" | "/v1/mesh/batch" => {
+            Some((Role::Write, Method::POST))
+        }
         "/ws/v1" => Some((Role::Write, Method::GET)),
         "/metrics" => Some((Role::Read, Method::GET)),
         "/v1/mesh/nodes" => Some((Role::Read, Method::GET)),
+        "/v1/history" => Some((Role::Read, Method::GET)),
         "/console" | "/v1/stats" => Some((Role::Read, Method::GET)),
         "/v1/connections" => Some((Role::Read, Method::GET)), // newcomer: lookup.rs
+        "/v1/presence" | "/v1/presence/stats" => Some((Role::Read, Method::GET)),
         _ => None,
     }
 }
@@ -91,8 +96,15 @@ pub async fn handle(
     if let Err(d) = state.access.check(req.headers(), peer.ip(), role) {
         return denied(d);
     }
-    if req.method() != method {
-        return method_not_allowed(method.as_str());
+    let presence = path.starts_with("/v1/presence");
+    // Presence and history take GET (query parameters) or POST (JSON).
+    let get_or_post = presence || path == "/v1/history";
+    if req.method() != method && !(get_or_post && req.method() == Method::POST) {
+        return method_not_allowed(if get_or_post {
+            "GET, POST"
+        } else {
+            method.as_str()
+        });
     }
     match path.as_str() {
         "/ws/v1" => upgrade(state, req),
@@ -108,7 +120,14 @@ pub async fn handle(
             respond(StatusCode::OK, "text/plain; version=0.0.4", m.render())
         }
         _ => {
-            let params = match read_json(&state, req).await {
+            let read = if presence && req.method() == Method::GET {
+                Ok(super::presence::query_params(req.uri().query()))
+            } else if path == "/v1/history" && req.method() == Method::GET {
+                Ok(super::history::query_params(req.uri().query()))
+            } else {
+                read_json(&state, req).await
+            };
+            let params = match read {
                 Ok(v) => v,
                 Err(BodyError::TooLarge) => {
                     return respond(
@@ -125,11 +144,15 @@ pub async fn handle(
                     return json_response(&ops::envelope(&Err(e)));
                 }
             };
-            let result = if path == "/v1/mesh/publish" {
-                ops::publish(&state.mesh, &params).await
-            } else {
-                ops::send(&state.mesh, &params).await
+            let method = match path.as_str() {
+                "/v1/mesh/publish" => "mesh.publish",
+                "/v1/mesh/batch" => "mesh.batch",
+                "/v1/presence" => "presence",
+                "/v1/presence/stats" => "presence_stats",
+                "/v1/history" => "history",
+                _ => "mesh.send",
             };
+            let result = ops::dispatch(&state, method, &params).await;
             count(&state, &path, result.as_ref().map(|_| ()));
             json_response(&ops::envelope(&result))
         }

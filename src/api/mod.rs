@@ -9,10 +9,14 @@
 //! `writeTimeout` ([`stall`]; this covers `/ws/v1` after the upgrade too).
 
 pub mod access;
+pub mod batch;
+pub mod history;
 pub mod http;
 pub mod lookup;
 pub mod ops;
 pub mod origin;
+pub mod presence;
+pub mod publish;
 pub mod response;
 pub mod stall;
 pub mod web;

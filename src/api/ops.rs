@@ -1,15 +1,17 @@
-//! The API operations with their parameter checking, shared by the HTTP API
-//! and the WebSocket API: each takes the request's JSON parameters and
-//! returns the `r` object or an [`ApiError`] with its documented code (`docs/http-api.md`).
+//! The API operations with their parameter checking, shared by the HTTP API,
+//! the WebSocket API and batches: each takes the request's JSON parameters
+//! and returns the `r` object or an [`ApiError`] with its documented code
+//! (`docs/http-api.md`). [`dispatch`] is the one place a method name picks
+//! its operation; publish is [`super::publish`]'s, batches
+//! [`super::batch`]'s.
 
+use super::ApiState;
 use crate::client_id::parse_client_id;
 use crate::frame::{FrameType, frame};
 use crate::mesh::{Mesh, MeshError};
-use crate::publication::Publication;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 /// Error codes of `docs/http-api.md` and `docs/websocket-api.md`.
 pub mod code {
@@ -19,6 +21,21 @@ pub mod code {
     pub const CANCEL_FAILED: u32 = 203;
     pub const CALL_FAILED: u32 = 301;
     pub const SEND_FAILED: u32 = 401;
+    /// History (`api/history.rs`): the channel keeps no history.
+    pub const NO_HISTORY: u32 = 501;
+    /// `since` is malformed or past the channel's top offset.
+    pub const INVALID_SINCE: u32 = 502;
+    /// `since.epoch` is not the channel's epoch (its history was lost).
+    pub const UNKNOWN_EPOCH: u32 = 503;
+    /// The history engine cannot be reached (cluster: Redis is down).
+    pub const HISTORY_UNAVAILABLE: u32 = 504;
+    /// A batch over `apiServer.maxBatch`, or a channel list over
+    /// `apiServer.maxPublishChannels`.
+    pub const LIMIT_EXCEEDED: u32 = 106;
+    /// An idempotent publish that could not be decided now (the first
+    /// publish with its key is still running, or the key store is
+    /// unreachable): this request delivered nothing; retry.
+    pub const IDEMPOTENCY_PENDING: u32 = 120;
 }
 
 /// An `{"c": code, "m": message}` error.
@@ -49,13 +66,15 @@ pub fn envelope(result: &Result<Value, ApiError>) -> Value {
     }
 }
 
-fn object(p: &Value) -> Result<&serde_json::Map<String, Value>, ApiError> {
+pub(super) fn object(p: &Value) -> Result<&serde_json::Map<String, Value>, ApiError> {
     p.as_object()
         .ok_or_else(|| ApiError::invalid("parameters must be a JSON object"))
 }
 
 /// Builds the frame from `d` and `t`: `d` must be a string, base64 when `t` is binary.
-fn data_frame(p: &serde_json::Map<String, Value>) -> Result<tungstenite::Message, ApiError> {
+pub(super) fn data_frame(
+    p: &serde_json::Map<String, Value>,
+) -> Result<tungstenite::Message, ApiError> {
     let t = match p.get("t") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.as_str()),
@@ -76,32 +95,6 @@ fn data_frame(p: &serde_json::Map<String, Value>) -> Result<tungstenite::Message
             .map_err(|e| ApiError::invalid(format!("d is not valid base64: {e}")))?,
     };
     frame(bytes, ft).map_err(|e| ApiError::invalid(e.to_string()))
-}
-
-/// `mesh.publish` / `POST /v1/mesh/publish`.
-pub async fn publish(mesh: &Mesh, params: &Value) -> Result<Value, ApiError> {
-    let p = object(params)?;
-    let ch = match p.get("c") {
-        Some(Value::String(s)) if crate::hub::valid_channel(s) => s.as_str(),
-        Some(Value::String(_)) => {
-            return Err(ApiError::invalid(
-                "c must be a non-empty channel name without spaces",
-            ));
-        }
-        None | Some(Value::Null) => return Err(ApiError::invalid("missing c (channel)")),
-        Some(_) => return Err(ApiError::invalid("c must be a string")),
-    };
-    let msg = data_frame(p)?;
-    let out = mesh.publish(Arc::new(Publication::new(ch, msg))).await;
-    let mut r = json!({"s": out.delivery.success, "f": out.delivery.fail});
-    // Cluster extensions: who did not report, or why nobody could.
-    if !out.missing.is_empty() {
-        r["missing"] = json!(out.missing);
-    }
-    if let Some(e) = out.error {
-        r["error"] = json!(e);
-    }
-    Ok(r)
 }
 
 /// The client id of `c`: a decimal string or a number.
@@ -159,3 +152,28 @@ pub async fn call(mesh: &Mesh, params: &Value) -> Result<Value, ApiError> {
 /// The longest a `conn.call` answer waits for the connection to apply it
 /// (a connection whose writes are stalled applies calls late).
 pub const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the API method `method` (a WebSocket API request's `m`, a batch
+/// item's `m`) with its parameters.
+pub async fn dispatch(state: &ApiState, method: &str, params: &Value) -> Result<Value, ApiError> {
+    match method {
+        "mesh.batch" => super::batch::run(state, params).await,
+        _ => single(state, method, params).await,
+    }
+}
+
+/// A method that can be a batch item: any but `mesh.batch`.
+pub async fn single(state: &ApiState, method: &str, params: &Value) -> Result<Value, ApiError> {
+    let mesh = &state.mesh;
+    match method {
+        "mesh.publish" => super::publish::publish(state, params).await,
+        "mesh.send" => send(mesh, params).await,
+        "conn.call" => call(mesh, params).await,
+        "presence" => super::presence::presence(state, params).await,
+        "presence_stats" => super::presence::stats(state, params).await,
+        "history" => super::history::history(mesh, params).await,
+        "mesh.batch" => Err(ApiError::invalid("a batch cannot contain mesh.batch")),
+        "" => Err(ApiError::invalid("missing m (method)")),
+        other => Err(ApiError::invalid(format!("unknown method {other:?}"))),
+    }
+}

@@ -5,6 +5,8 @@
 //! Public, no credentials even when `access.users` is set (they show no data
 //! a WebSocket client does not already have):
 //! - `GET /demo`: the "user message center" demo page;
+//! - `GET /demo/socketio`: the Socket.IO demo (loads the user's own
+//!   socket.io-client build from a URL it is given);
 //! - `GET /v1/demo/info`: the client WebSocket URLs the demo connects to;
 //! - `GET /connmix.js`, `GET /app.css`: the client library and the style sheet.
 //!
@@ -25,6 +27,7 @@ use serde_json::{Value, json};
 use std::net::IpAddr;
 
 const DEMO_HTML: &str = include_str!("../../web/demo.html");
+const SOCKETIO_HTML: &str = include_str!("../../web/socketio.html");
 const CONSOLE_HTML: &str = include_str!("../../web/console.html");
 const APP_CSS: &str = include_str!("../../web/app.css");
 const CONNMIX_JS: &str = include_str!("../../clients/js/connmix.js");
@@ -35,7 +38,10 @@ const TOP_CHANNELS: usize = 10;
 /// Answers the public paths; `None` for every other path.
 pub fn public<B>(state: &ApiState, req: &Request<B>) -> Option<Response<Body>> {
     let path = req.uri().path();
-    if !matches!(path, "/demo" | "/v1/demo/info" | "/connmix.js" | "/app.css") {
+    if !matches!(
+        path,
+        "/demo" | "/demo/socketio" | "/v1/demo/info" | "/connmix.js" | "/app.css"
+    ) {
         return None;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -50,6 +56,7 @@ pub fn public<B>(state: &ApiState, req: &Request<B>) -> Option<Response<Body>> {
     }
     Some(match path {
         "/demo" => page("text/html; charset=utf-8", DEMO_HTML),
+        "/demo/socketio" => page("text/html; charset=utf-8", SOCKETIO_HTML),
         "/connmix.js" => page("text/javascript; charset=utf-8", CONNMIX_JS),
         "/app.css" => page("text/css; charset=utf-8", APP_CSS),
         _ => json(&demo_info(state, req)),
@@ -91,7 +98,9 @@ fn json(v: &Value) -> Response<Body> {
     r
 }
 
-/// `{"ws_url", "servers": [{"url", "port", "path"}], "api_open", "version"}`.
+/// `{"ws_url", "servers": [{"url", "port", "path", "protocol"}], "api_open",
+/// "version"}`; a Socket.IO server's `url` is the `http://` origin that
+/// `io()` takes.
 /// A server bound to a wildcard or loopback address is named by the host the
 /// browser used to reach this page.
 fn demo_info<B>(state: &ApiState, req: &Request<B>) -> Value {
@@ -109,10 +118,16 @@ fn demo_info<B>(state: &ApiState, req: &Request<B>) -> Value {
                 },
                 _ => seen_as.clone(),
             };
+            let url = if s.is_engineio() {
+                format!("http://{host}:{}", s.port)
+            } else {
+                format!("ws://{host}:{}{}", s.port, s.path())
+            };
             json!({
-                "url": format!("ws://{host}:{}{}", s.port, s.path()),
+                "url": url,
                 "port": s.port,
                 "path": s.path(),
+                "protocol": s.protocol,
             })
         })
         .collect();

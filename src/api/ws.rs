@@ -241,19 +241,14 @@ fn read_frame(
 }
 
 async fn dispatch(state: &ApiState, method: &str, params: &Value) -> Result<Value, ApiError> {
-    let mesh = &state.mesh;
-    let r = match method {
-        "mesh.publish" => ops::publish(mesh, params).await,
-        "mesh.send" => ops::send(mesh, params).await,
-        "conn.call" => ops::call(mesh, params).await,
-        "" => Err(ApiError::invalid("missing m (method)")),
-        other => Err(ApiError::invalid(format!("unknown method {other:?}"))),
-    };
+    let r = ops::dispatch(state, method, params).await;
     let code = match &r {
         Ok(_) => "0".to_string(),
         Err(e) => e.code.to_string(),
     };
-    mesh.metrics
+    state
+        .mesh
+        .metrics
         .api_requests
         .with_label_values(&[method_label(method), &code])
         .inc();
@@ -264,7 +259,11 @@ fn method_label(m: &str) -> &'static str {
     match m {
         "mesh.publish" => "ws:mesh.publish",
         "mesh.send" => "ws:mesh.send",
+        "mesh.batch" => "ws:mesh.batch",
         "conn.call" => "ws:conn.call",
+        "history" => "ws:history",
+        "presence" => "ws:presence",
+        "presence_stats" => "ws:presence_stats",
         _ => "ws:other",
     }
 }

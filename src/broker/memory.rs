@@ -1,15 +1,22 @@
 //! The single-node broker (`dev` / `single`, the embedded default): this
 //! node is the whole mesh, so there is nobody to publish to, no interest to
-//! announce and nothing to wait for. Queues live in this process.
+//! announce and nothing to wait for. Queues and idempotency keys live in
+//! this process.
 
+use super::history::History;
+use super::idempotency::{Claim, MemoryKeys};
+use super::memory_history::MemoryHistory;
 use super::{BoxFuture, Broker, BrokerError, Local, NodeInfo, RemoteDelivery};
 use crate::client_id::ClientId;
+use crate::config::HistoryConfig;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::presence::Presence;
 use crate::publication::Publication;
 use crate::queue::local::LocalQueues;
 use crate::queue::{QueueLimits, QueueStore};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
 
@@ -17,15 +24,18 @@ use tungstenite::Message;
 pub struct MemoryBroker {
     node: u32,
     local: OnceLock<Arc<dyn Local>>,
+    keys: MemoryKeys,
 }
 
 impl MemoryBroker {
-    pub fn new(node: u32, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// `max_keys`: the bound of the idempotency key store.
+    pub fn new(node: u32, metrics: Arc<Metrics>, max_keys: usize) -> Arc<Self> {
         metrics.broker_up.set(1);
         metrics.nodes.set(1);
         Arc::new(Self {
             node,
             local: OnceLock::new(),
+            keys: MemoryKeys::new(max_keys),
         })
     }
 }
@@ -41,6 +51,10 @@ impl Broker for MemoryBroker {
 
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
         Arc::new(LocalQueues::new(limits))
+    }
+
+    fn history(self: Arc<Self>, list: &[HistoryConfig]) -> Arc<dyn History> {
+        MemoryHistory::new(list)
     }
 
     fn publish<'a>(&'a self, _p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
@@ -80,6 +94,25 @@ impl Broker for MemoryBroker {
     }
 
     fn leave(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    fn presence<'a>(&'a self, _ch: &'a str, _ids: bool) -> Option<BoxFuture<'a, Presence>> {
+        None
+    }
+
+    fn claim<'a>(&'a self, scope: &'a str, key: &'a str, ttl: Duration) -> BoxFuture<'a, Claim> {
+        self.keys.claim(scope, key, ttl)
+    }
+
+    fn settle<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        answer: String,
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()> {
+        self.keys.settle(scope, key, answer, ttl);
         Box::pin(async {})
     }
 }

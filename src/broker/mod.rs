@@ -7,19 +7,30 @@
 //! through [`Local`], which the mesh implements, so a broker never reaches
 //! into the hub, the outboxes or the queues.
 //!
+//! Presence in a cluster is asked of the nodes with subscribers of the
+//! channel, at the moment it is asked (nothing is stored per subscriber): a
+//! node that dies stops answering at once, and stops being expected once
+//! its heartbeat expires.
+//!
 //! Engines: [`memory::MemoryBroker`] (`dev`/`single`: the node is the whole
 //! mesh, nothing external) and [`redis::RedisBroker`] (`engine`: nodes share
 //! one Redis). [`open`] picks one from the config; nothing outside this module
 //! knows which one runs, and a new engine (NATS, Redis Cluster) is a new file
-//! here plus its config. Each engine also provides the queue storage of its
-//! kind ([`Broker::queue_store`]).
+//! here plus its config. Each engine also provides the queue storage and the
+//! channel history of its kind ([`Broker::queue_store`], [`Broker::history`]).
 
 pub mod deadline;
+pub mod history;
+pub mod idempotency;
 pub mod interest;
 pub mod membership;
 pub mod memory;
+pub mod memory_history;
 pub mod redis;
 pub mod redis_connect;
+pub mod redis_history;
+pub mod redis_idempotency;
+pub mod redis_presence;
 pub mod redis_queue;
 pub mod requests;
 pub mod subscriber;
@@ -27,17 +38,21 @@ pub mod sync;
 pub mod wire;
 
 use crate::client_id::ClientId;
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, HistoryConfig};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::presence::Presence;
 use crate::publication::Publication;
 use crate::queue::{QueueLimits, QueueStore};
 use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
+
+pub use idempotency::Claim;
 
 /// A boxed future, for the seam's async methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -118,6 +133,8 @@ pub trait Local: Send + Sync {
     fn client_count(&self) -> u64;
     /// Channels with local subscribers now.
     fn channel_count(&self) -> u64;
+    /// The local presence of `ch` (client ids only when `ids`).
+    fn presence(&self, ch: &str, ids: bool) -> Presence;
 }
 
 /// The cluster as the mesh sees it (see the module documentation).
@@ -129,6 +146,8 @@ pub trait Broker: Send + Sync {
     fn start(self: Arc<Self>, local: Arc<dyn Local>, stop: CancellationToken);
     /// The queue storage that goes with this engine.
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore>;
+    /// The channel history that goes with this engine (`engine.history`).
+    fn history(self: Arc<Self>, list: &[HistoryConfig]) -> Arc<dyn history::History>;
     /// Publishes to the other nodes and collects what they delivered;
     /// `None` when there is no other node to publish to (nothing to wait
     /// for, nothing to count as forwarded).
@@ -156,6 +175,23 @@ pub trait Broker: Send + Sync {
     fn nodes(&self) -> Vec<NodeInfo>;
     /// Leaves the cluster at once (clean shutdown).
     fn leave(&self) -> BoxFuture<'_, ()>;
+    /// Asks the other nodes for their presence in `ch` (client ids only
+    /// when `ids`) and collects what they answer before the publish
+    /// deadline; nodes that do not answer are named in `missing`. `None`
+    /// when there is no other node to ask.
+    fn presence<'a>(&'a self, ch: &'a str, ids: bool) -> Option<BoxFuture<'a, Presence>>;
+    /// Claims the publish key `key` in `scope` (a channel or a channel
+    /// list) cluster-wide, for `ttl`; see [`idempotency`].
+    fn claim<'a>(&'a self, scope: &'a str, key: &'a str, ttl: Duration) -> BoxFuture<'a, Claim>;
+    /// Records `answer` (JSON) as the result of the publish that claimed
+    /// `key`, for `ttl`.
+    fn settle<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        answer: String,
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()>;
 }
 
 /// Why the broker could not start.
@@ -183,7 +219,11 @@ pub async fn open(
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn Broker>, OpenError> {
     if !clustered {
-        return Ok(memory::MemoryBroker::new(1, metrics));
+        return Ok(memory::MemoryBroker::new(
+            1,
+            metrics,
+            engine.idempotency_max_keys,
+        ));
     }
     let cfg = engine.cluster.clone().ok_or(OpenError::NoCluster)?;
     Ok(redis::RedisBroker::open(cfg, metrics).await?)

@@ -19,21 +19,25 @@
 //! [`super::requests`], connecting and key names in
 //! [`super::redis_connect`], the subscription link and the heartbeat in
 //! [`super::subscriber`] and [`super::membership`], the cluster queues in
-//! [`super::redis_queue`].
+//! [`super::redis_queue`], idempotency keys in [`super::redis_idempotency`],
+//! presence requests in [`super::redis_presence`].
 
 use super::deadline::RedisClock;
+use super::history::History;
 use super::interest::{PendingInterest, Target};
 pub use super::redis_connect::{Names, connect, url};
 use super::sync::SyncState;
 use super::wire::{AckStatus, Wire};
 use super::{
-    BoxFuture, Broker, BrokerError, ConnectError, Local, LocalError, NodeInfo, RemoteDelivery,
+    BoxFuture, Broker, BrokerError, Claim, ConnectError, Local, LocalError, NodeInfo,
+    RemoteDelivery,
 };
 use crate::client_id::ClientId;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, HistoryConfig};
 use crate::frame::{frame, parts};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
+use crate::presence::Presence;
 use crate::publication::Publication;
 use crate::queue::{QueueLimits, QueueStore};
 use bytes::Bytes;
@@ -48,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
 
 /// Where a node's delivery counts `(node, success, fail)` for a publish go.
-type ReportSender = mpsc::UnboundedSender<(u32, u64, u64)>;
+pub(super) type ReportSender = mpsc::UnboundedSender<(u32, u64, u64)>;
 
 /// See the module documentation.
 pub struct RedisBroker {
@@ -67,6 +71,8 @@ pub struct RedisBroker {
     next_req: AtomicU64,
     pub(super) reports: Mutex<HashMap<u64, ReportSender>>,
     pub(super) acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
+    /// Presence requests waiting for other nodes' answers.
+    pub(super) presence_answers: Mutex<HashMap<u64, super::redis_presence::AnswerSender>>,
     /// Redis's clock as this node sees it (request deadlines).
     pub clock: RedisClock,
     /// Whether this node's subscriptions are marked in place.
@@ -145,6 +151,7 @@ impl RedisBroker {
             next_req: AtomicU64::new(1),
             reports: Mutex::new(HashMap::new()),
             acks: Mutex::new(HashMap::new()),
+            presence_answers: Mutex::new(HashMap::new()),
             clock: RedisClock::default(),
             sync: SyncState::default(),
             live: RwLock::new(HashMap::new()),
@@ -267,8 +274,11 @@ impl RedisBroker {
                 event,
                 position,
             } => {
-                // Our own publish comes back to us: it was delivered locally.
-                if origin == self.node {
+                // Our own publish comes back to us: it was delivered locally,
+                // unless it is a history publish, which every node (this one
+                // too) delivers as Redis hands it over, in offset order.
+                let own = origin == self.node;
+                if own && position.is_none() {
                     return;
                 }
                 // The publisher has answered "not delivered" by now.
@@ -281,14 +291,17 @@ impl RedisBroker {
                 };
                 let (s, f) = match (frame(data, ftype), self.local()) {
                     (Ok(frame), Some(local)) => local.deliver(&Arc::new(Publication {
-                        channel: ch.into(),
-                        frame,
                         event,
                         position,
+                        ..Publication::new(ch, frame)
                     })),
                     _ => (0, 0),
                 };
-                if req != 0 {
+                if req != 0 && own {
+                    if let Some(tx) = self.reports.lock().get(&req) {
+                        let _ = tx.send((self.node, s, f));
+                    }
+                } else if req != 0 {
                     self.reply(
                         origin,
                         Wire::Report {
@@ -313,6 +326,39 @@ impl RedisBroker {
             } => {
                 if let Some(tx) = self.acks.lock().remove(&req) {
                     let _ = tx.send((status, message));
+                }
+            }
+            Wire::Who { origin, req, ids } => {
+                if origin == self.node {
+                    return;
+                }
+                let (Some(ch), Some(local)) =
+                    (self.names.strip_channel(redis_channel), self.local())
+                else {
+                    return;
+                };
+                // Off the subscription link's task: a channel with many
+                // subscribers takes a while to list.
+                let (this, ch, local) = (self.clone(), ch.to_string(), local.clone());
+                tokio::spawn(async move {
+                    let presence = local.presence(&ch, ids);
+                    this.reply(
+                        origin,
+                        Wire::Present {
+                            from: this.node,
+                            req,
+                            presence,
+                        },
+                    );
+                });
+            }
+            Wire::Present {
+                from,
+                req,
+                presence,
+            } => {
+                if let Some(tx) = self.presence_answers.lock().get(&req) {
+                    let _ = tx.send((from, presence));
                 }
             }
             Wire::Send {
@@ -436,6 +482,10 @@ impl Broker for RedisBroker {
         super::redis_queue::RedisQueues::new(self, limits)
     }
 
+    fn history(self: Arc<Self>, _list: &[HistoryConfig]) -> Arc<dyn History> {
+        super::redis_history::RedisHistory::new(self)
+    }
+
     fn publish<'a>(&'a self, p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
         Some(Box::pin(RedisBroker::publish(self, p)))
     }
@@ -483,5 +533,23 @@ impl Broker for RedisBroker {
 
     fn leave(&self) -> BoxFuture<'_, ()> {
         Box::pin(super::membership::leave(self))
+    }
+
+    fn presence<'a>(&'a self, ch: &'a str, ids: bool) -> Option<BoxFuture<'a, Presence>> {
+        Some(Box::pin(self.ask_presence(ch, ids)))
+    }
+
+    fn claim<'a>(&'a self, scope: &'a str, key: &'a str, _ttl: Duration) -> BoxFuture<'a, Claim> {
+        Box::pin(self.claim_key(scope, key))
+    }
+
+    fn settle<'a>(
+        &'a self,
+        scope: &'a str,
+        key: &'a str,
+        answer: String,
+        ttl: Duration,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(self.settle_key(scope, key, answer, ttl))
     }
 }

@@ -11,9 +11,13 @@
 //! use the kinds `p`, `s`, `c`; the earlier `P`, `S`, `C` (no deadline) are
 //! still read, and a node that predates deadlines ignores the new kinds
 //! instead of misreading them (its publisher then lists it in `missing`).
+//!
+//! Presence requests (`W`, on the channel asked about) and answers (`V`)
+//! carry no deadline: they change nothing, and a late answer is ignored.
 
 use crate::client_id::ClientId;
 use crate::frame::FrameType;
+use crate::presence::Presence;
 use crate::publication::Position;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::sync::Arc;
@@ -58,6 +62,17 @@ pub enum Wire {
         req: u64,
         status: AckStatus,
         message: String,
+    },
+    /// Presence request `req`, published on the channel it asks about so
+    /// that exactly the nodes with its subscribers hear it (kind `W`);
+    /// `ids`: with client ids, else counts and users only.
+    Who { origin: u32, req: u64, ids: bool },
+    /// A node's local presence for request `req` (kind `V`): count, client
+    /// ids, distinct users (`missing` and `error` are not sent).
+    Present {
+        from: u32,
+        req: u64,
+        presence: Presence,
     },
 }
 
@@ -116,6 +131,30 @@ fn get_str16(b: &mut Bytes) -> Option<String> {
         return None;
     }
     String::from_utf8(b.split_to(n).to_vec()).ok()
+}
+
+/// The bytes of a history publish (kind `q` with a position) up to its
+/// position, for the Redis script that assigns the offset: it appends the
+/// offset (u64 LE), the epoch (u16 LE length, then its bytes) and the data
+/// (see `broker::redis_history`).
+pub fn history_publish_head(
+    origin: u32,
+    req: u64,
+    deadline: u64,
+    ftype: FrameType,
+    event: Option<&str>,
+) -> Bytes {
+    let mut b = BytesMut::with_capacity(24 + event.map_or(0, |e| 2 + e.len()));
+    b.put_u8(b'q');
+    b.put_u32_le(origin);
+    b.put_u64_le(req);
+    b.put_u64_le(deadline);
+    b.put_u8(ftype_byte(ftype));
+    b.put_u8(u8::from(event.is_some()) | 2);
+    if let Some(e) = event {
+        put_str16(&mut b, e);
+    }
+    b.freeze()
 }
 
 impl Wire {
@@ -198,6 +237,31 @@ impl Wire {
                 b.put_u64_le(*req);
                 b.put_u8(*status as u8);
                 b.put_slice(message.as_bytes());
+            }
+            Wire::Who { origin, req, ids } => {
+                b.put_u8(b'W');
+                b.put_u32_le(*origin);
+                b.put_u64_le(*req);
+                b.put_u8(u8::from(*ids));
+            }
+            Wire::Present {
+                from,
+                req,
+                presence,
+            } => {
+                let users: usize = presence.users.iter().map(|u| u.len() + 2).sum();
+                b.reserve(25 + presence.clients.len() * 8 + users);
+                b.put_u8(b'V');
+                b.put_u32_le(*from);
+                b.put_u64_le(*req);
+                b.put_u64_le(presence.count);
+                b.put_u32_le(presence.clients.len() as u32);
+                for c in &presence.clients {
+                    b.put_u64_le(*c);
+                }
+                for u in &presence.users {
+                    put_str16(&mut b, u);
+                }
             }
         }
         b.freeze()
@@ -294,6 +358,35 @@ impl Wire {
                 status: AckStatus::from_u8(b.get_u8())?,
                 message: String::from_utf8_lossy(&b).into_owned(),
             },
+            b'W' if need(&b, 13) => Wire::Who {
+                origin: b.get_u32_le(),
+                req: b.get_u64_le(),
+                ids: b.get_u8() != 0,
+            },
+            b'V' if need(&b, 24) => {
+                let from = b.get_u32_le();
+                let req = b.get_u64_le();
+                let count = b.get_u64_le();
+                let n = b.get_u32_le() as usize;
+                if !need(&b, n.checked_mul(8)?) {
+                    return None;
+                }
+                let clients = (0..n).map(|_| b.get_u64_le()).collect();
+                let mut users = Vec::new();
+                while b.has_remaining() {
+                    users.push(get_str16(&mut b)?.into());
+                }
+                Wire::Present {
+                    from,
+                    req,
+                    presence: Presence {
+                        count,
+                        clients,
+                        users,
+                        ..Default::default()
+                    },
+                }
+            }
             _ => return None,
         })
     }
@@ -372,6 +465,29 @@ mod tests {
                 status: AckStatus::Expired,
                 message: String::new(),
             },
+            Wire::Who {
+                origin: 4,
+                req: 12,
+                ids: true,
+            },
+            Wire::Present {
+                from: 2,
+                req: 12,
+                presence: Presence {
+                    count: 3,
+                    clients: vec![2 << 32 | 1, 2 << 32 | 9, 2 << 32 | 10],
+                    users: vec!["1001".into(), "".into()],
+                    ..Default::default()
+                },
+            },
+            Wire::Present {
+                from: 2,
+                req: 13,
+                presence: Presence {
+                    count: 5,
+                    ..Default::default()
+                },
+            },
         ];
         for w in all {
             let bytes = w.encode();
@@ -413,5 +529,44 @@ mod tests {
             })
         );
         assert_eq!(Wire::decode(Bytes::new()), None);
+        // A presence answer cut inside its client ids is malformed.
+        let cut = Wire::Present {
+            from: 1,
+            req: 1,
+            presence: Presence {
+                count: 1,
+                clients: vec![7],
+                ..Default::default()
+            },
+        }
+        .encode();
+        assert_eq!(Wire::decode(cut.slice(..cut.len() - 1)), None);
+    }
+
+    #[test]
+    fn a_history_head_completed_as_the_script_does_decodes_to_the_publish() {
+        for event in [None, Some("chat")] {
+            let mut b = BytesMut::new();
+            b.put_slice(&history_publish_head(2, 5, 9, FrameType::Text, event));
+            b.put_u64_le(300);
+            b.put_u16_le(4);
+            b.put_slice(b"ep01");
+            b.put_slice(b"data");
+            assert_eq!(
+                Wire::decode(b.freeze()),
+                Some(Wire::Publish {
+                    origin: 2,
+                    req: 5,
+                    deadline: 9,
+                    ftype: FrameType::Text,
+                    data: Bytes::from_static(b"data"),
+                    event: event.map(Arc::from),
+                    position: Some(Position {
+                        offset: 300,
+                        epoch: "ep01".into(),
+                    }),
+                })
+            );
+        }
     }
 }

@@ -6,11 +6,17 @@
 //! key's path (`engine.servers[0].port`). It never starts anything. The
 //! checks serde cannot express (ranges, names, clashes) are in [`validate`].
 
+mod emitters;
+mod history;
 mod locate;
 mod luavm;
+mod socketio;
 mod validate;
 
+pub use emitters::{EmitterConfig, EmitterKind};
+pub use history::{HistoryConfig, MAX_HISTORY_SIZE, glob_match, policy_for};
 pub use luavm::{LuaHttpConfig, LuaVmConfig, QueueConfig, RedisConnConfig};
+pub use socketio::SocketIoOptions;
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -132,17 +138,30 @@ pub struct EngineConfig {
     pub shutdown_timeout: u64,
     /// Cluster mode (`connmix engine`): the Redis broker shared by all nodes.
     pub cluster: Option<ClusterConfig>,
+    /// Message queues backends push Socket.IO events through.
+    pub emitters: Vec<EmitterConfig>,
+    /// Channels that keep a history of their publications (see `history.rs`).
+    pub history: Vec<HistoryConfig>,
+    /// Seconds a publish's idempotency key (`k`) is remembered.
+    pub idempotency_ttl: u64,
+    /// Idempotency keys one node remembers at most (single node; a cluster
+    /// keeps them in Redis); past it the oldest are forgotten early.
+    pub idempotency_max_keys: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             cluster: None,
+            history: Vec::new(),
             api_server: ApiServerConfig::default(),
             luavm: LuaVmConfig::default(),
             servers: Vec::new(),
             workers: 0,
             shutdown_timeout: 10,
+            emitters: Vec::new(),
+            idempotency_ttl: 300,
+            idempotency_max_keys: 100_000,
         }
     }
 }
@@ -205,6 +224,10 @@ pub struct ApiServerConfig {
     /// `/ws/v1` requests one connection may have in flight; at the bound the
     /// gateway stops reading from that socket until one is answered.
     pub ws_max_in_flight: usize,
+    /// Requests one `/v1/mesh/batch` (or `mesh.batch`) may carry.
+    pub max_batch: usize,
+    /// Channels one publish may name in `c`.
+    pub max_publish_channels: usize,
     /// Browser origins (besides the API's own) whose requests the API and
     /// `/ws/v1` accept, e.g. `https://ops.example.com`; `*` globs; requests
     /// without `Origin` are always accepted (see `api/origin.rs`).
@@ -220,6 +243,8 @@ impl Default for ApiServerConfig {
             write_timeout: 60,
             max_body_size: 1 << 20,
             ws_max_in_flight: 64,
+            max_batch: 1000,
+            max_publish_channels: 1000,
             allowed_origins: Vec::new(),
         }
     }
@@ -328,9 +353,19 @@ impl ServerConfig {
             .map(|o| o.value.as_str())
     }
 
-    /// The URL path clients must connect to (option `path`, default `/`).
+    /// The URL path clients must connect to (option `path`; default `/`,
+    /// `/socket.io/` for `protocol: socketio`, `/engine.io/` for `engineio`).
     pub fn path(&self) -> &str {
-        self.option("path").unwrap_or("/")
+        self.option("path").unwrap_or(match self.protocol.as_str() {
+            "socketio" => "/socket.io/",
+            "engineio" => "/engine.io/",
+            _ => "/",
+        })
+    }
+
+    /// Whether clients speak Engine.IO (`protocol: socketio` or `engineio`).
+    pub fn is_engineio(&self) -> bool {
+        matches!(self.protocol.as_str(), "socketio" | "engineio")
     }
 }
 

@@ -26,11 +26,17 @@ impl Config {
         }
         for (i, s) in self.engine.servers.iter().enumerate() {
             let key = |k: &str| format!("engine.servers[{i}].{k}");
-            if s.protocol != "websocket" {
+            if !["websocket", "socketio", "engineio"].contains(&s.protocol.as_str()) {
                 return Err((
                     key("protocol"),
-                    format!("unsupported protocol {:?}; only websocket", s.protocol),
+                    format!(
+                        "unsupported protocol {:?}; use websocket, socketio or engineio",
+                        s.protocol
+                    ),
                 ));
+            }
+            if s.is_engineio() {
+                super::SocketIoOptions::from_server(i, s)?;
             }
             if s.port == 0 {
                 return Err((key("port"), "must be between 1 and 65535".into()));
@@ -106,6 +112,11 @@ impl Config {
         for (k, v) in [
             ("maxBodySize", self.engine.api_server.max_body_size),
             ("wsMaxInFlight", self.engine.api_server.ws_max_in_flight),
+            ("maxBatch", self.engine.api_server.max_batch),
+            (
+                "maxPublishChannels",
+                self.engine.api_server.max_publish_channels,
+            ),
         ] {
             if v == 0 {
                 return Err((
@@ -113,6 +124,18 @@ impl Config {
                     "must be greater than 0".into(),
                 ));
             }
+        }
+        if self.engine.idempotency_ttl == 0 {
+            return Err((
+                "engine.idempotencyTtl".into(),
+                "must be at least 1 second".into(),
+            ));
+        }
+        if self.engine.idempotency_max_keys == 0 {
+            return Err((
+                "engine.idempotencyMaxKeys".into(),
+                "must be greater than 0".into(),
+            ));
         }
         let luavm = &self.engine.luavm;
         for (k, v) in [
@@ -177,6 +200,11 @@ impl Config {
                 }
             }
         }
+        for (i, e) in self.engine.emitters.iter().enumerate() {
+            e.check()
+                .map_err(|(k, m)| (format!("engine.emitters[{i}].{k}"), m))?;
+        }
+        super::history::validate(&self.engine.history)?;
         for (i, u) in self.access.users.iter().enumerate() {
             for r in &u.roles {
                 if r != "read" && r != "write" {

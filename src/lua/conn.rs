@@ -14,20 +14,49 @@
 
 use super::WorkerCtx;
 use super::json;
+use super::recovery::{Recovery, Tracks, recovery_table, subscribe_options};
 use crate::broker::BoxFuture;
+use crate::broker::history::{HistoryError, Position};
 use crate::client_id::ClientId;
 use crate::frame::{FrameType, frame};
 use crate::hub::Client;
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound};
+use crate::presence::MAX_USER_LEN;
 use bytes::Bytes;
 use mlua::{AnyUserData, Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// What a protocol with named events (Socket.IO) adds to `conn`: the
+/// server implements it and attaches it with [`ConnLocal::set_events`];
+/// plain WebSocket connections have none and `conn:emit` is an error there.
+pub trait EventSink {
+    /// `conn:emit(event, ...)` (namespace `/`) and
+    /// `conn:emit_to(namespace, event, ...)`.
+    fn emit(&self, lua: &Lua, namespace: &str, event: &str, args: MultiValue)
+    -> Result<(), String>;
+}
+
+/// The context key whose value is the connection's user for presence.
+pub const USER_KEY: &str = "uid";
+
+/// The user id a context value `uid` stands for: a string (1 to
+/// [`MAX_USER_LEN`] bytes) as is, a whole number in decimal (`1001`, never
+/// `1001.0`); anything else is no user.
+pub fn user_id(v: &Value) -> Option<Arc<str>> {
+    let s = match v {
+        Value::String(s) => s.to_str().ok()?.to_string(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => format!("{}", *n as i64),
+        _ => return None,
+    };
+    (!s.is_empty() && s.len() <= MAX_USER_LEN).then(|| Arc::from(s))
+}
 
 /// Worker-local state of one connection.
 pub struct ConnLocal {
@@ -46,6 +75,11 @@ pub struct ConnLocal {
     /// hearing its latest channels), set by `conn:subscribe`.
     /// (A `Cell`, not a `RefCell`: 8 bytes less in every connection.)
     hold_interest: Cell<Option<BoxFuture<'static, ()>>>,
+    /// Channels subscribed with a position and their writer gate; made
+    /// on the first such subscribe (8 bytes in every other connection).
+    tracks: OnceCell<Box<Tracks>>,
+    /// Named events (Socket.IO); `None` on WebSocket servers.
+    events: RefCell<Option<Rc<dyn EventSink>>>,
     ctx: Rc<CtxRef>,
 }
 
@@ -53,6 +87,8 @@ pub struct ConnLocal {
 pub struct CtxRef {
     pub mesh: Arc<crate::mesh::Mesh>,
     pub wait_timeout: Duration,
+    /// `outboundQueueSize` of each server (the bound of a recovery's buffer).
+    pub outbound_queue_sizes: Vec<usize>,
 }
 
 impl ConnLocal {
@@ -76,6 +112,8 @@ impl ConnLocal {
             context_changed: Notify::new(),
             script_version: Cell::new(0),
             hold_interest: Cell::new(None),
+            tracks: OnceCell::new(),
+            events: RefCell::new(None),
             ctx,
         });
         let ud = lua.create_userdata(LuaConn {
@@ -84,6 +122,25 @@ impl ConnLocal {
         })?;
         *conn.ud.borrow_mut() = Some(lua.create_registry_value(ud)?);
         Ok(conn)
+    }
+
+    /// Gives the connection named events (`conn:emit`).
+    pub fn set_events(&self, sink: Rc<dyn EventSink>) {
+        *self.events.borrow_mut() = Some(sink);
+    }
+
+    fn emit(
+        &self,
+        lua: &Lua,
+        namespace: &str,
+        event: &str,
+        args: MultiValue,
+    ) -> Result<(), String> {
+        let sink = self.events.borrow().clone();
+        match sink {
+            Some(s) => s.emit(lua, namespace, event, args),
+            None => Err("conn:emit needs a Socket.IO connection (protocol: socketio)".into()),
+        }
     }
 
     pub fn set_env(&self, env: Table) -> mlua::Result<()> {
@@ -114,6 +171,7 @@ impl ConnLocal {
 
     /// Releases every Lua reference so the VM can collect them.
     pub fn release(&self) {
+        self.events.borrow_mut().take();
         for slot in [&self.env, &self.ud, &self.context] {
             if let Some(key) = slot.borrow_mut().take() {
                 let _ = self.lua.remove_registry_value(key);
@@ -131,6 +189,9 @@ impl ConnLocal {
     }
 
     pub fn set_context_value(&self, lua: &Lua, k: Value, v: Value) -> mlua::Result<()> {
+        if matches!(&k, Value::String(s) if s.as_bytes() == USER_KEY.as_bytes()) {
+            self.client.set_user(user_id(&v));
+        }
         self.context_table(lua)?.raw_set(k, v)?;
         self.context_changed.notify_waiters();
         Ok(())
@@ -144,6 +205,8 @@ impl ConnLocal {
                 fresh.raw_set(k, v)?;
             }
         }
+        self.client
+            .set_user(user_id(&fresh.raw_get::<Value>(USER_KEY)?));
         let key = lua.create_registry_value(fresh)?;
         if let Some(old) = self.context.borrow_mut().replace(key) {
             let _ = lua.remove_registry_value(old);
@@ -164,6 +227,130 @@ impl ConnLocal {
     fn hold_until_heard(&self) {
         if let Some(wait) = self.ctx.mesh.until_heard() {
             self.hold_interest.set(Some(wait));
+        }
+    }
+
+    /// The channels subscribed with a position, if any was.
+    pub fn tracks(&self) -> Option<&Tracks> {
+        self.tracks.get().map(|t| &**t)
+    }
+
+    fn tracks_made(&self) -> &Tracks {
+        self.tracks.get_or_init(|| {
+            let size = self.ctx.outbound_queue_sizes.get(self.server).copied();
+            Box::new(Tracks::new(size.unwrap_or(1)))
+        })
+    }
+
+    /// `ch` is no longer tracked (unsubscribed).
+    fn untrack(&self, ch: &str) {
+        if let Some(t) = self.tracks() {
+            t.end(ch);
+        }
+    }
+
+    /// `conn:subscribe(ch, {since = ..., positions = ...})`: joins `ch` and,
+    /// when it keeps history, replays what came after `since` before any
+    /// live publication, without gap or duplicate (see [`super::recovery`]).
+    pub async fn subscribe_tracked(
+        &self,
+        ch: &str,
+        since: Option<Position>,
+        positions: bool,
+    ) -> Result<Recovery, String> {
+        let mesh = self.ctx.mesh.clone();
+        // Socket.IO sessions write their own frames: no replay there.
+        let socketio = self.events.borrow().is_some();
+        if socketio || mesh.history_policy(ch).is_none() {
+            mesh.subscribe(&self.client, ch)
+                .map_err(|e| e.to_string())?;
+            self.hold_until_heard();
+            return Ok(Recovery {
+                error: socketio.then(|| "recovery is for WebSocket servers only".to_string()),
+                ..Default::default()
+            });
+        }
+        let tracks = self.tracks_made();
+        tracks.begin(ch, positions);
+        if let Err(e) = mesh.subscribe(&self.client, ch) {
+            tracks.end(ch);
+            return Err(e.to_string());
+        }
+        // Cluster: live publications from every node reach this node
+        // before history is read, or one published in between is lost.
+        if let Some(heard) = mesh.until_heard() {
+            heard.await;
+        }
+        #[cfg(feature = "test-hooks")]
+        self.pause(ch, "subscribed").await;
+        let read = mesh.history(ch, since.clone(), None).await;
+        #[cfg(feature = "test-hooks")]
+        self.pause(ch, "read").await;
+        let (replay, top, recovered) = match read {
+            Ok(page) => {
+                let recovered = since.is_some() && page.complete;
+                let replay = if recovered {
+                    page.publications
+                } else {
+                    Vec::new()
+                };
+                (replay, page.top, recovered)
+            }
+            // The client's position is of a lost stream or bogus: it
+            // starts over from the top.
+            Err(HistoryError::UnknownEpoch { .. } | HistoryError::InvalidSince { .. }) => {
+                match mesh.history(ch, None, Some(0)).await {
+                    Ok(page) => (Vec::new(), page.top, false),
+                    Err(e) => return Ok(self.untracked(ch, e)),
+                }
+            }
+            Err(e) => return Ok(self.untracked(ch, e)),
+        };
+        let position = tracks.release(ch, replay, top);
+        Ok(Recovery {
+            recovered,
+            position: Some(position),
+            error: None,
+        })
+    }
+
+    /// History could not be read: the channel is delivered as it comes.
+    fn untracked(&self, ch: &str, e: HistoryError) -> Recovery {
+        self.tracks_made().abandon(ch);
+        Recovery {
+            recovered: false,
+            position: None,
+            error: Some(e.to_string()),
+        }
+    }
+
+    /// Test builds: on channels `test-pause:*`, announces `<point> <ch>` on
+    /// channel `test-pause` and waits until one more live publication of
+    /// `ch` is held, so a test can publish into each window of a recovery.
+    #[cfg(feature = "test-hooks")]
+    async fn pause(&self, ch: &str, point: &str) {
+        if !ch.starts_with("test-pause:") {
+            return;
+        }
+        let tracks = self.tracks_made();
+        let before = tracks.buffered(ch);
+        let marker = Arc::new(crate::publication::Publication::new(
+            "test-pause",
+            tungstenite::Message::text(format!("{point} {ch}")),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut announced = false;
+        while tracks.buffered(ch) <= before {
+            let held = tracks.held.notified();
+            tokio::pin!(held);
+            held.as_mut().enable();
+            if !announced {
+                self.ctx.mesh.publish(marker.clone()).await;
+                announced = true;
+            }
+            if tokio::time::timeout_at(deadline, held).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -219,6 +406,7 @@ impl ConnLocal {
                             .map_err(|e| e.to_string())?;
                     } else {
                         self.ctx.mesh.unsubscribe(&self.client, &ch);
+                        self.untrack(&ch);
                     }
                 }
                 Ok(())
@@ -327,23 +515,38 @@ impl UserData for LuaConn {
                 }
             }
         });
-        m.add_method("subscribe", |lua, this, args: MultiValue| {
-            let r = this.get().and_then(|c| {
-                let joined = channel_args(args)?.iter().try_for_each(|ch| {
-                    c.ctx
-                        .mesh
-                        .subscribe(&c.client, ch)
-                        .map_err(|e| e.to_string())
-                });
-                c.hold_until_heard();
-                joined
-            });
-            err_value(lua, r)
+        m.add_async_method("subscribe", |lua, this, args: MultiValue| async move {
+            let c = match this.get() {
+                Ok(c) => c,
+                Err(e) => return err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            };
+            let (ch, opts) = match subscribe_options(&args) {
+                Ok(Some(o)) => o,
+                Ok(None) => {
+                    let r = channel_args(args).and_then(|names| {
+                        let joined = names.iter().try_for_each(|ch| {
+                            c.ctx
+                                .mesh
+                                .subscribe(&c.client, ch)
+                                .map_err(|e| e.to_string())
+                        });
+                        c.hold_until_heard();
+                        joined
+                    });
+                    return err_value(&lua, r).map(|v| (v, Value::Nil));
+                }
+                Err(e) => return err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            };
+            match c.subscribe_tracked(&ch, opts.since, opts.positions).await {
+                Ok(r) => Ok((Value::Nil, Value::Table(recovery_table(&lua, &r)?))),
+                Err(e) => err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            }
         });
         m.add_method("unsubscribe", |lua, this, args: MultiValue| {
             let r = this.get().and_then(|c| {
                 for ch in channel_args(args)? {
                     c.ctx.mesh.unsubscribe(&c.client, &ch);
+                    c.untrack(&ch);
                 }
                 Ok(())
             });
@@ -362,6 +565,19 @@ impl UserData for LuaConn {
                         .push(Outbound::Message(msg))
                         .map_err(|e| format!("send failed: {e:?}"))
                 });
+                err_value(lua, r)
+            },
+        );
+        m.add_method("emit", |lua, this, (event, args): (String, MultiValue)| {
+            let r = this.get().and_then(|c| c.emit(lua, "/", &event, args));
+            err_value(lua, r)
+        });
+        m.add_method(
+            "emit_to",
+            |lua, this, (namespace, event, args): (String, String, MultiValue)| {
+                let r = this
+                    .get()
+                    .and_then(|c| c.emit(lua, &namespace, &event, args));
                 err_value(lua, r)
             },
         );
@@ -386,5 +602,12 @@ pub fn ctx_ref(lua: &Lua) -> Rc<CtxRef> {
     Rc::new(CtxRef {
         mesh: ctx.mesh.clone(),
         wait_timeout: Duration::from_secs(ctx.config.engine.luavm.wait_context_timeout.max(1)),
+        outbound_queue_sizes: ctx
+            .config
+            .engine
+            .servers
+            .iter()
+            .map(|s| s.outbound_queue_size)
+            .collect(),
     })
 }

@@ -11,7 +11,9 @@
 //! while encoding (a table whose subtables are shared 40 levels deep would
 //! expand to 2^40 nodes), and encoding ticks the CPU budget per value.
 
+use super::binary::Binary;
 use super::budget::Ticker;
+use bytes::Bytes;
 use mlua::{Lua, Table, Value};
 use serde_json::{Map, Number, Value as Json};
 
@@ -21,10 +23,22 @@ const MAX_DEPTH: usize = 64;
 /// text longer than `max_size` (the inner `Err`, for `nil, err`); the outer
 /// `Err` is the CPU budget's abort, which must be raised.
 pub fn to_json(v: &Value, max_size: usize) -> mlua::Result<Result<Json, String>> {
+    to_json_with_binary(v, max_size, None)
+}
+
+/// [`to_json`], where `mix.binary` values become Socket.IO attachment
+/// placeholders (`{"_placeholder":true,"num":i}`) and their bytes are
+/// appended to `attachments` (without it they are an error).
+pub fn to_json_with_binary(
+    v: &Value,
+    max_size: usize,
+    attachments: Option<&mut Vec<Bytes>>,
+) -> mlua::Result<Result<Json, String>> {
     let mut enc = Encoder {
         size: 0,
         max_size,
         ticker: Ticker::new("mix.json_encode"),
+        attachments,
     };
     match enc.value(v, 0) {
         Ok(j) => Ok(Ok(j)),
@@ -57,14 +71,15 @@ impl From<&str> for EncodeError {
     }
 }
 
-struct Encoder {
+struct Encoder<'a> {
     /// About how many bytes of text the values so far make.
     size: usize,
     max_size: usize,
     ticker: Ticker,
+    attachments: Option<&'a mut Vec<Bytes>>,
 }
 
-impl Encoder {
+impl Encoder<'_> {
     fn grow(&mut self, n: usize) -> Result<(), EncodeError> {
         self.ticker.tick().map_err(EncodeError::Abort)?;
         self.size = self.size.saturating_add(n);
@@ -108,6 +123,13 @@ impl Encoder {
             Value::LightUserData(p) if p.0.is_null() => {
                 self.grow(4)?;
                 Json::Null
+            }
+            Value::UserData(ud) if self.attachments.is_some() && ud.is::<Binary>() => {
+                let bytes = ud.borrow::<Binary>().map_err(|e| e.to_string())?.0.clone();
+                self.grow(bytes.len() + 32)?;
+                let list = self.attachments.as_mut().expect("checked above");
+                list.push(bytes);
+                serde_json::json!({"_placeholder": true, "num": list.len() - 1})
             }
             other => return Err(format!("cannot encode a {} as JSON", other.type_name()).into()),
         })
@@ -180,6 +202,23 @@ fn number(n: f64) -> Result<Json, String> {
 
 /// JSON -> Lua.
 pub fn to_lua(lua: &Lua, j: &Json) -> mlua::Result<Value> {
+    to_lua_with_binary(lua, j, &[])
+}
+
+/// [`to_lua`], where Socket.IO attachment placeholders whose `num` indexes
+/// `attachments` become `mix.binary` values.
+pub fn to_lua_with_binary(lua: &Lua, j: &Json, attachments: &[Bytes]) -> mlua::Result<Value> {
+    let to_lua = |lua: &Lua, j: &Json| to_lua_with_binary(lua, j, attachments);
+    if !attachments.is_empty()
+        && let Json::Object(o) = j
+        && o.get("_placeholder") == Some(&Json::Bool(true))
+        && let Some(b) = o
+            .get("num")
+            .and_then(Json::as_u64)
+            .and_then(|n| attachments.get(n as usize))
+    {
+        return lua.create_userdata(Binary(b.clone())).map(Value::UserData);
+    }
     Ok(match j {
         Json::Null => Value::Nil,
         Json::Bool(b) => Value::Boolean(*b),

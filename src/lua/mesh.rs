@@ -1,10 +1,11 @@
-//! `mix.mesh`: publish to a channel and send to a client id from Lua, through
-//! the same [`crate::mesh::Mesh`] the HTTP API uses, so a script reaches
-//! subscribers on every node.
+//! `mix.mesh`: publish to a channel, send to a client id and ask a channel's
+//! presence from Lua, through the same [`crate::mesh::Mesh`] the HTTP API
+//! uses, so a script reaches subscribers on every node.
 
 use super::WorkerCtx;
 use crate::client_id::parse_client_id;
 use crate::frame::{FrameType, frame};
+use crate::presence::Presence;
 use crate::publication::Publication;
 use bytes::Bytes;
 use mlua::{Lua, Table, Value};
@@ -66,5 +67,55 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
             },
         )?,
     )?;
+    t.set(
+        "presence",
+        lua.create_async_function(|lua, ch: String| async move {
+            let p = presence(&lua, &ch, true).await?;
+            let t = lua.create_table()?;
+            t.set("count", p.count)?;
+            t.set(
+                "clients",
+                lua.create_sequence_from(p.clients.iter().map(u64::to_string))?,
+            )?;
+            t.set(
+                "users",
+                lua.create_sequence_from(p.users.iter().map(|u| &**u))?,
+            )?;
+            cluster_fields(&lua, &t, &p)?;
+            Ok(t)
+        })?,
+    )?;
+    t.set(
+        "presence_stats",
+        lua.create_async_function(|lua, ch: String| async move {
+            let p = presence(&lua, &ch, false).await?;
+            let t = lua.create_table()?;
+            t.set("count", p.count)?;
+            t.set("users", p.users.len())?;
+            cluster_fields(&lua, &t, &p)?;
+            Ok(t)
+        })?,
+    )?;
     Ok(t)
+}
+
+async fn presence(lua: &Lua, ch: &str, ids: bool) -> mlua::Result<Presence> {
+    if !crate::hub::valid_channel(ch) {
+        return Err(mlua::Error::runtime(format!("invalid channel {ch:?}")));
+    }
+    Ok(mesh(lua)?.presence(ch, ids).await)
+}
+
+/// `missing` and `error` of a cluster answer, when there are any.
+fn cluster_fields(lua: &Lua, t: &Table, p: &Presence) -> mlua::Result<()> {
+    if !p.missing.is_empty() {
+        t.set(
+            "missing",
+            lua.create_sequence_from(p.missing.iter().cloned())?,
+        )?;
+    }
+    if let Some(e) = &p.error {
+        t.set("error", e.as_str())?;
+    }
+    Ok(())
 }

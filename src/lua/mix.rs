@@ -155,6 +155,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
     mix.set("redis", super::redis::module(lua)?)?;
     mix.set("queue", super::queue::module(lua)?)?;
     mix.set("jwt", super::jwt::module(lua)?)?;
+    super::binary::install(lua, &mix)?;
     lua.globals().set("mix", mix.clone())?;
     // `require("mix")` works too.
     let package: Table = lua.globals().get("package")?;

@@ -18,6 +18,7 @@
 //! - A Lua error is logged with file, line and client id, counted, and
 //!   swallowed: it never reaches the connection loop as a failure.
 
+pub mod binary;
 pub mod budget;
 pub mod conn;
 pub mod http;
@@ -28,6 +29,7 @@ pub mod mix;
 pub mod pattern;
 pub mod pool;
 pub mod queue;
+pub mod recovery;
 pub mod redis;
 pub mod sandbox;
 pub mod strlib;

@@ -8,10 +8,10 @@
 
 pub mod connection;
 pub mod handshake;
-mod hook_handshake;
+pub mod hook_handshake;
 #[cfg(test)]
 mod memory_tests;
-mod upgrade;
+pub(crate) mod upgrade;
 
 use crate::config::ServerConfig;
 use crate::worker::{Job, WorkerHandle};

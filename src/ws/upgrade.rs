@@ -141,7 +141,7 @@ pub async fn open(
 }
 
 /// Releases the connection's slot of `maxConnections` once it is fully gone.
-struct ActiveGuard(Arc<ServerShared>);
+pub(crate) struct ActiveGuard(pub(crate) Arc<ServerShared>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::AcqRel);
@@ -150,7 +150,7 @@ impl Drop for ActiveGuard {
 
 /// However the connection ends (a refused handshake included): leaves every
 /// channel the hooks joined and drops the connection's Lua references.
-struct ReleaseGuard(Rc<ConnLocal>, Arc<crate::mesh::Mesh>);
+pub(crate) struct ReleaseGuard(pub(crate) Rc<ConnLocal>, pub(crate) Arc<crate::mesh::Mesh>);
 impl Drop for ReleaseGuard {
     fn drop(&mut self) {
         self.1.unregister(&self.0.client);

@@ -68,6 +68,15 @@ impl Client {
         }
     }
 
+    /// The next `n` text frames.
+    pub async fn recv_n(&mut self, n: usize) -> Vec<String> {
+        let mut got = Vec::with_capacity(n);
+        for _ in 0..n {
+            got.push(self.recv().await);
+        }
+        got
+    }
+
     pub async fn recv_json(&mut self) -> Value {
         let t = self.recv().await;
         serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"))
@@ -118,6 +127,14 @@ impl Client {
         let v = self.recv_json().await;
         assert!(v.get("error").is_none(), "{code}\n-> {v}");
         v
+    }
+
+    /// Connects to a probe server and joins `channels` (Lua arguments of
+    /// `conn:subscribe`, e.g. `'a', 'b'`).
+    pub async fn subscribed(url: &str, channels: &str) -> Client {
+        let mut c = Client::connect(url).await;
+        c.eval(&format!("return (...):subscribe({channels})")).await;
+        c
     }
 
     /// The client id the gateway gave this connection.

@@ -10,6 +10,8 @@
 
 mod auth;
 mod client;
+mod emitter_processes;
+mod queues;
 mod redis_server;
 
 // Each test crate uses some of these.
@@ -17,6 +19,10 @@ mod redis_server;
 pub use auth::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use emitter_processes::*;
+#[allow(unused_imports)]
+pub use queues::*;
 #[allow(unused_imports)]
 pub use redis_server::*;
 
@@ -79,6 +85,8 @@ pub enum Script {
 /// One `engine.servers` entry.
 pub struct ServerSpec {
     pub path: String,
+    /// `websocket` (default), `socketio` or `engineio`.
+    pub protocol: String,
     pub script: Script,
     pub options: Vec<(String, String)>,
     /// Extra YAML keys for this server, one per line (`readTimeout: 1`).
@@ -89,10 +97,18 @@ impl ServerSpec {
     pub fn new(path: &str, script: Script) -> Self {
         Self {
             path: path.into(),
+            protocol: "websocket".into(),
             script,
             options: Vec::new(),
             extra: Vec::new(),
         }
+    }
+
+    /// A `protocol: socketio` server on `/socket.io/`.
+    pub fn socketio(script: Script) -> Self {
+        let mut s = Self::new("/socket.io/", script);
+        s.protocol = "socketio".into();
+        s
     }
 
     pub fn option(mut self, k: &str, v: &str) -> Self {
@@ -169,8 +185,9 @@ pub fn config_yaml(
             }
         };
         y.push_str(&format!(
-            "    - port: {}\n      bind: 127.0.0.1\n      protocol: websocket\n      entry: {}\n      options:\n        - {{name: path, value: \"{}\"}}\n",
+            "    - port: {}\n      bind: 127.0.0.1\n      protocol: {}\n      entry: {}\n      options:\n        - {{name: path, value: \"{}\"}}\n",
             ports[i],
+            s.protocol,
             entry.display(),
             s.path
         ));

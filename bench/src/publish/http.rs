@@ -57,8 +57,21 @@ impl HttpPub {
     /// Publishes once; returns the answer's (delivered, failed) counts.
     pub async fn publish(&mut self, channel: &str, data: &str) -> Result<(u64, u64), String> {
         let body = self.api.kind.publish_body(channel, data);
+        let path = self.api.kind.publish_path();
+        let body = self.post(path, body).await?;
+        match json_uint(&body, "s") {
+            Some(s) => Ok((s, json_uint(&body, "f").unwrap_or(0))),
+            None => Err(format!(
+                "unexpected answer {}",
+                String::from_utf8_lossy(&body)
+            )),
+        }
+    }
+
+    /// POSTs a JSON body; returns the answer's body (an error unless 2xx).
+    pub async fn post(&mut self, path: &str, body: String) -> Result<Bytes, String> {
         self.sender.ready().await.map_err(|e| e.to_string())?;
-        let req = Request::post(self.api.kind.publish_path())
+        let req = Request::post(path)
             .header(header::HOST, self.api.host.as_str())
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
@@ -78,17 +91,11 @@ impl HttpPub {
         if !status.is_success() {
             return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
         }
-        match json_uint(&body, "s") {
-            Some(s) => Ok((s, json_uint(&body, "f").unwrap_or(0))),
-            None => Err(format!(
-                "unexpected answer {}",
-                String::from_utf8_lossy(&body)
-            )),
-        }
+        Ok(body)
     }
 }
 
-async fn connect_all(api: &Api, n: usize) -> anyhow::Result<Vec<HttpPub>> {
+pub async fn connect_all(api: &Api, n: usize) -> anyhow::Result<Vec<HttpPub>> {
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(HttpPub::connect(api).await?);

@@ -1,6 +1,6 @@
 //! Publishing load: what to publish ([`Spec`]), how fast, and what came of
-//! it ([`Outcome`]). Two doors: the HTTP API (`http`) and a WebSocket API
-//! (`wsapi`).
+//! it ([`Outcome`]). Three doors: the HTTP API (`http`), connmix's batch
+//! publish (`batch`) and a WebSocket API (`wsapi`).
 //!
 //! "Max sustained rate" is measured with end-to-end flow control, not by
 //! firing as fast as the API answers: a publish may go out only while fewer
@@ -12,6 +12,7 @@
 //!
 //! Every payload carries its send time (see `target::payload`).
 
+pub mod batch;
 pub mod http;
 pub mod wsapi;
 

@@ -12,6 +12,8 @@
 //! 2. HTTP publish at the max sustained rate (flow-controlled, see
 //!    `publish`): deliveries/s, publishes/s, latency, CPU by process;
 //! 3. the same through the target's WebSocket API, or "n/a";
+//!    personal only: the same through `POST /v1/mesh/batch` (`--batch`
+//!    publishes per request; connmix only, else "n/a");
 //! 4. fixed rate at `--rate-fraction` of this target's own HTTP max:
 //!    latency;
 //! 5. fixed rate at `--same-rate` (the same absolute load for both targets,
@@ -20,11 +22,13 @@
 use super::{Common, Cpu, CpuSplit, cpu_rows};
 use crate::auth;
 use crate::fleet::Fleet;
+use crate::publish::batch;
 use crate::publish::http::{self, Api};
 use crate::publish::wsapi::{self, WsApi};
 use crate::publish::{Outcome, Pick, Spec};
 use crate::report::RunResult;
 use crate::stats::Summary;
+use crate::target::Kind;
 use anyhow::bail;
 use std::future::Future;
 use std::time::Duration;
@@ -57,6 +61,13 @@ pub struct FanoutArgs {
     /// Concurrent keep-alive HTTP publishers (default: 4 broadcast, 16 personal).
     #[arg(long)]
     pub publishers: Option<usize>,
+    /// Personal: publishes per `/v1/mesh/batch` request in the batch phase
+    /// (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Personal: concurrent keep-alive HTTP connections of the batch phase.
+    #[arg(long, default_value_t = 4)]
+    pub batch_publishers: usize,
     /// WebSocket API connections (each pipelines 32 requests).
     #[arg(long, default_value_t = 2)]
     pub ws_publishers: usize,
@@ -327,6 +338,10 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<RunResult> {
         }
     }
 
+    if mode == Mode::Personal && args.batch > 0 {
+        batch_phase(&mut res, &fleet, &args, &api, &spec, secs).await?;
+    }
+
     // Latency at a fixed share of this target's own max.
     let half = (max.outcome.rate() * args.rate_fraction).max(1.0);
     res.extra
@@ -376,6 +391,34 @@ pub async fn run(args: FanoutArgs, mode: Mode) -> anyhow::Result<RunResult> {
     fleet.quit();
     res.finish(c.out.as_deref())?;
     Ok(res)
+}
+
+/// Personal push at the max sustained rate through `/v1/mesh/batch`.
+async fn batch_phase(
+    res: &mut RunResult,
+    fleet: &Fleet,
+    args: &FanoutArgs,
+    api: &Api,
+    spec: &Spec,
+    secs: Duration,
+) -> anyhow::Result<()> {
+    let key = "personal.batch.publishes";
+    let label = format!("personal batch-{} max:", args.batch);
+    if api.kind != Kind::Connmix {
+        res.na(key, &format!("{label} publishes/s"), "/s", "no batch API");
+        return Ok(());
+    }
+    let run = batch::run_max(fleet, api, spec, args.batch_publishers, args.batch, secs);
+    let p = phase(fleet, args.common.server_pid, run).await?;
+    describe(res, &label, &p);
+    res.metric(
+        key,
+        &format!("{label} publishes/s"),
+        Some(p.outcome.rate()),
+        "/s",
+    );
+    res.latency("personal.batch", &format!("{label} latency"), &p.latency);
+    Ok(())
 }
 
 async fn connect_ws(api: &Api, n: usize) -> Result<Vec<WsApi>, String> {

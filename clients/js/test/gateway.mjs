@@ -97,8 +97,13 @@ function readBody(req) {
 export async function startAuthApi() {
     const connected = [];
     const authBodies = [];
+    // While set, auth requests wait for it (holdAuth).
+    let held = null;
     const server = http.createServer(async (req, res) => {
         const body = await readBody(req);
+        if (req.url !== "/connected" && held) {
+            await held;
+        }
         const reply = (status, v) => {
             res.writeHead(status, { "content-type": "application/json" });
             res.end(JSON.stringify(v));
@@ -130,6 +135,15 @@ export async function startAuthApi() {
         authBodies,
         /** Waits for the n-th connection (1-based) and returns its client id. */
         nthClient: (n) => waitFor(() => connected[n - 1], `connection #${n}`),
+        /** Auth requests wait until the returned function is called. */
+        holdAuth: () => {
+            let release;
+            held = new Promise((r) => (release = r));
+            return () => {
+                held = null;
+                release();
+            };
+        },
         close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
     };
 }
@@ -165,14 +179,16 @@ function yamlString(s) {
 
 /**
  * Starts a gateway. options: auth (from startAuthApi), users ([{username,
- * password, roles}]), serverOptions ({name: value}).
+ * password, roles}]), serverOptions ({name: value}), engineLines (YAML
+ * lines under engine:, indented by two spaces).
  */
-export async function startGateway({ auth, users = [], serverOptions = {} } = {}) {
+export async function startGateway({ auth, users = [], serverOptions = {}, protocol = "websocket", engineLines = [] } = {}) {
     ensureBinary();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "connmix-js-"));
     const apiPort = await freePort();
     const wsPort = await freePort();
-    const entry = path.join(dir, "entry.websocket.lua");
+    const socketio = protocol === "socketio";
+    const entry = path.join(dir, socketio ? "entry.socketio.lua" : "entry.websocket.lua");
     // The shipped entry script requires modules from its own folder
     // (message_center.lua): copy them beside the generated entry.
     for (const f of fs.readdirSync(path.join(REPO, "lua"))) {
@@ -181,8 +197,10 @@ export async function startGateway({ auth, users = [], serverOptions = {} } = {}
         }
     }
     const shipped = fs.readFileSync(path.join(REPO, "lua/entry.websocket.lua"), "utf8");
-    fs.writeFileSync(entry, shipped + "\n" + NOTIFY_LUA);
-    const options = { path: "/chat", ...serverOptions };
+    if (!socketio) {
+        fs.writeFileSync(entry, shipped + "\n" + NOTIFY_LUA);
+    }
+    const options = { path: socketio ? "/socket.io/" : "/chat", ...serverOptions };
     if (auth) {
         options.auth_url ??= auth.url;
         options.test_notify_url ??= auth.notifyUrl;
@@ -196,13 +214,14 @@ export async function startGateway({ auth, users = [], serverOptions = {} } = {}
         "engine:",
         "  workers: 1",
         "  shutdownTimeout: 2",
+        ...engineLines,
         "  apiServer:",
         `    port: ${apiPort}`,
         "    bind: 127.0.0.1",
         "  servers:",
         `    - port: ${wsPort}`,
         "      bind: 127.0.0.1",
-        "      protocol: websocket",
+        `      protocol: ${protocol}`,
         `      entry: ${yamlString(entry)}`,
         "      options:",
         ...Object.entries(options).map(([k, v]) => `        - {name: ${k}, value: ${yamlString(v)}}`),
@@ -228,7 +247,7 @@ export async function startGateway({ auth, users = [], serverOptions = {} } = {}
         dir,
         apiPort,
         wsPort,
-        url: `ws://127.0.0.1:${wsPort}/chat`,
+        url: socketio ? `http://127.0.0.1:${wsPort}` : `ws://127.0.0.1:${wsPort}/chat`,
         api,
         log: readLog,
         /** POST /v1/mesh/publish; returns the parsed envelope. */

@@ -1,0 +1,185 @@
+//! `mesh.publish` / `POST /v1/mesh/publish`: one channel or a list of them
+//! (`"c": [..]`, the same frame to each, counts summed), and the optional
+//! idempotency key `k` (`docs/http-api.md`, "Idempotent publish").
+//!
+//! A publish with a key claims it first (the broker's key store, cluster-wide
+//! in a cluster). The first claim publishes and records its answer; a later
+//! one answers that and delivers nothing. The claimed publish runs as its own
+//! task, so a caller that goes away mid-publish still leaves its answer
+//! recorded for the retry.
+
+use super::ApiState;
+use super::ops::{ApiError, code, data_frame, object};
+use crate::broker::Claim;
+use crate::mesh::{Mesh, Published};
+use crate::publication::Publication;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+use tungstenite::Message;
+
+/// The longest idempotency key, in bytes.
+pub const MAX_KEY_LEN: usize = 256;
+
+const CHANNEL_RULE: &str = "a non-empty channel name without spaces (at most 256 bytes)";
+
+/// The channels of `c`: one name, or a non-empty list of at most `max`.
+fn channels(p: &serde_json::Map<String, Value>, max: usize) -> Result<Vec<String>, ApiError> {
+    let one = |v: &Value| match v {
+        Value::String(s) if crate::hub::valid_channel(s) => Ok(s.clone()),
+        Value::String(s) => Err(ApiError::invalid(format!(
+            "channel {s:?} is not valid: use {CHANNEL_RULE}"
+        ))),
+        _ => Err(ApiError::invalid(
+            "c must be a channel name or a list of channel names",
+        )),
+    };
+    match p.get("c") {
+        None | Some(Value::Null) => Err(ApiError::invalid("missing c (channel)")),
+        Some(Value::Array(list)) if list.is_empty() => {
+            Err(ApiError::invalid("c is an empty list of channels"))
+        }
+        Some(Value::Array(list)) if list.len() > max => Err(ApiError::new(
+            code::LIMIT_EXCEEDED,
+            format!(
+                "c names {} channels; at most {max} (engine.apiServer.maxPublishChannels)",
+                list.len()
+            ),
+        )),
+        Some(Value::Array(list)) => list.iter().map(one).collect(),
+        Some(v) => Ok(vec![one(v)?]),
+    }
+}
+
+/// The idempotency key `k`, if any: a string of 1 to [`MAX_KEY_LEN`] bytes.
+fn idempotency_key(p: &serde_json::Map<String, Value>) -> Result<Option<String>, ApiError> {
+    match p.get("k") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(k)) if !k.is_empty() && k.len() <= MAX_KEY_LEN => Ok(Some(k.clone())),
+        Some(Value::String(_)) => Err(ApiError::invalid(format!(
+            "k (idempotency key) must be 1 to {MAX_KEY_LEN} bytes"
+        ))),
+        Some(_) => Err(ApiError::invalid("k (idempotency key) must be a string")),
+    }
+}
+
+/// `e`: the Socket.IO event name (raw WebSocket subscribers get `d` alone).
+fn event_name(p: &serde_json::Map<String, Value>) -> Result<Option<Arc<str>>, ApiError> {
+    match p.get("e") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(e)) if !e.is_empty() && e.len() <= 256 => {
+            Ok(Some(Arc::from(e.as_str())))
+        }
+        Some(_) => Err(ApiError::invalid(
+            "e must be a non-empty string of at most 256 bytes",
+        )),
+    }
+}
+
+/// `mesh.publish` / `POST /v1/mesh/publish`.
+pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError> {
+    let p = object(params)?;
+    let chans = channels(p, state.config.engine.api_server.max_publish_channels)?;
+    let msg = data_frame(p)?;
+    let event = event_name(p)?;
+    let key = idempotency_key(p)?;
+    let mesh = state.mesh.clone();
+    let Some(key) = key else {
+        return Ok(deliver(&mesh, &chans, msg, event).await);
+    };
+    // Channel names contain no spaces, so the list joined by one is unique.
+    let scope = chans.join(" ");
+    let ttl = Duration::from_secs(state.config.engine.idempotency_ttl);
+    match mesh.claim(&scope, &key, ttl).await {
+        Claim::First => {
+            let task = tokio::spawn(async move {
+                let r = deliver(&mesh, &chans, msg, event).await;
+                mesh.settle(&scope, &key, r.to_string(), ttl).await;
+                r
+            });
+            task.await
+                .map_err(|e| ApiError::invalid(format!("publish failed: {e}")))
+        }
+        Claim::Done(answer) => serde_json::from_str(&answer).map_err(|e| {
+            ApiError::new(
+                code::IDEMPOTENCY_PENDING,
+                format!("the recorded answer for this key is unreadable: {e}"),
+            )
+        }),
+        Claim::Pending => Err(ApiError::new(
+            code::IDEMPOTENCY_PENDING,
+            "a publish with this key is still running; this request delivered nothing, retry",
+        )),
+        Claim::Unavailable(e) => Err(ApiError::new(
+            code::IDEMPOTENCY_PENDING,
+            format!(
+                "the idempotency key store is unavailable ({e}); this request delivered nothing, retry"
+            ),
+        )),
+    }
+}
+
+/// Publishes `msg` to every channel of `chans` and answers the summed counts.
+async fn deliver(
+    mesh: &Arc<Mesh>,
+    chans: &[String],
+    msg: Message,
+    event: Option<Arc<str>>,
+) -> Value {
+    let publication = |ch: &str, msg: Message| {
+        Arc::new(Publication {
+            event: event.clone(),
+            ..Publication::new(ch, msg)
+        })
+    };
+    if let [ch] = chans {
+        return answer(&mesh.publish(publication(ch, msg)).await);
+    }
+    let outs = futures_util::future::join_all(
+        chans
+            .iter()
+            .map(|ch| mesh.publish(publication(ch, msg.clone()))),
+    );
+    let mut sum = Published::default();
+    let mut positions = serde_json::Map::new();
+    for (ch, out) in chans.iter().zip(outs.await) {
+        if let Some(pos) = &out.position {
+            positions.insert(
+                ch.clone(),
+                json!({"offset": pos.offset, "epoch": &*pos.epoch}),
+            );
+        }
+        sum.delivery.success += out.delivery.success;
+        sum.delivery.fail += out.delivery.fail;
+        for m in out.missing {
+            if !sum.missing.contains(&m) {
+                sum.missing.push(m);
+            }
+        }
+        sum.error = sum.error.or(out.error);
+    }
+    let mut r = answer(&sum);
+    // History extension: each channel's position, for those with history.
+    if !positions.is_empty() {
+        r["positions"] = Value::Object(positions);
+    }
+    r
+}
+
+/// The `r` object of a publish.
+fn answer(out: &Published) -> Value {
+    let mut r = json!({"s": out.delivery.success, "f": out.delivery.fail});
+    // Cluster extensions: who did not report, or why nobody could.
+    if !out.missing.is_empty() {
+        r["missing"] = json!(out.missing);
+    }
+    if let Some(e) = &out.error {
+        r["error"] = json!(e);
+    }
+    // History extension: the publication's position in its channel.
+    if let Some(pos) = &out.position {
+        r["offset"] = json!(pos.offset);
+        r["epoch"] = json!(&*pos.epoch);
+    }
+    r
+}

@@ -1,0 +1,872 @@
+//! One Engine.IO session from open to `on_close`, on the worker that
+//! opened it: its transport (long-polling, WebSocket, or polling upgraded
+//! to WebSocket through a probe), the heartbeat, the Socket.IO layer
+//! (namespaces, CONNECT with the `on_connect` hook, events to
+//! `on_message`, acks both ways, binary attachments) and the outbox.
+//!
+//! The session is a loop that, each turn: starts the hook for the next
+//! packet received (hooks of one session run one at a time, in order),
+//! writes what is queued to the transport (a pending polling GET gets it
+//! as one payload), then waits for the next thing to happen: the hook
+//! ends, a polling request or an upgrade arrives, a frame is read, the
+//! outbox has something, or a timer fires. Malformed packets close the
+//! session; nothing else is affected.
+
+use super::engineio_packet::{self as eio, Data, Packet};
+use super::events::{self, Registration, SessionIo};
+use super::socketio_packet::{self as sio, Kind};
+use super::{Command, Reply, SioShared};
+use crate::hub::Client;
+use crate::lua::conn::ConnLocal;
+use crate::lua::pool::VmLease;
+use crate::lua::{HookCall, json, report_error};
+use crate::outbox::Outbound;
+use crate::worker::WorkerState;
+use crate::ws::handshake::UpgradeRequest;
+use crate::ws::upgrade::{ActiveGuard, ReleaseGuard};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use mlua::{MultiValue, Table, Value};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
+use tungstenite::protocol::Role;
+
+type Ws = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Engine.IO messages read ahead while a hook still runs.
+const MAX_INBOUND: usize = 32;
+/// Pause between a CONNECT answer and the events emitted in `on_connect`.
+const CONNECT_GAP: Duration = Duration::from_millis(2);
+/// Time our close frame gets to reach the peer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A session opened and registered, not yet running.
+pub struct Session {
+    state: Rc<WorkerState>,
+    shared: Arc<SioShared>,
+    vm: VmLease,
+    conn: Rc<ConnLocal>,
+    io: Rc<SessionIo>,
+    sid: Arc<str>,
+    query: Vec<(String, String)>,
+    rx: mpsc::Receiver<Command>,
+    websocket_only: bool,
+    _sid: SidGuard,
+    _release: ReleaseGuard,
+    _active: ActiveGuard,
+}
+
+/// Removes the sid from the table however the session ends.
+struct SidGuard(Arc<SioShared>, Arc<str>);
+impl Drop for SidGuard {
+    fn drop(&mut self) {
+        self.0.sessions.remove(&self.1);
+    }
+}
+
+/// A fresh random id (Engine.IO session or Socket.IO socket).
+pub fn new_sid() -> Arc<str> {
+    use base64::Engine as _;
+    let bytes: [u8; 15] = rand::random();
+    Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Opens a session: the connection limit, a client id, the Lua
+/// environment and `on_handshake`. The error is the HTTP status and body.
+pub async fn open(
+    state: &Rc<WorkerState>,
+    shared: &Arc<SioShared>,
+    req: &UpgradeRequest,
+    peer: SocketAddr,
+    websocket_only: bool,
+) -> Result<Session, (u16, String)> {
+    let srv = &shared.server;
+    let metrics = &state.mesh.metrics;
+    if srv.active.fetch_add(1, Ordering::AcqRel) >= srv.cfg.max_connections {
+        srv.active.fetch_sub(1, Ordering::AcqRel);
+        metrics
+            .connections_refused
+            .with_label_values(&["max_connections"])
+            .inc();
+        return Err((503, "Too many connections".into()));
+    }
+    let active = ActiveGuard(srv.clone());
+    let internal = || (500, "Internal Server Error".to_string());
+    let client = Arc::new(Client::new(
+        state.mesh.hub.next_id(),
+        srv.index,
+        (srv.cfg.outbound_queue_size, srv.cfg.outbound_queue_bytes),
+        srv.cfg.max_channels,
+    ));
+    let vm = state.vms.acquire().map_err(|e| {
+        tracing::error!("no Lua VM for a new session: {e}");
+        internal()
+    })?;
+    let conn = ConnLocal::new(vm.lua(), client.clone(), srv.index, peer, vm.ctx.clone())
+        .map_err(|_| internal())?;
+    let release = ReleaseGuard(conn.clone(), state.mesh.clone());
+    if let Err(e) = vm.new_env(&conn).and_then(|env| conn.set_env(env)) {
+        let script = vm.script_path(srv.index).display().to_string();
+        report_error(&conn, "main chunk", &script, &e);
+        return Err(internal());
+    }
+    if let Some(refusal) = Box::pin(crate::ws::hook_handshake::run(&vm, &conn, req)).await {
+        metrics
+            .connections_refused
+            .with_label_values(&["on_handshake"])
+            .inc();
+        return Err(refusal);
+    }
+    let sid = new_sid();
+    let (tx, rx) = mpsc::channel(super::SESSION_QUEUE);
+    let io = SessionIo::new(
+        srv.cfg.outbound_queue_size,
+        Some(Registration {
+            rooms: shared.rooms.clone(),
+            client: client.clone(),
+            session: tx.clone(),
+        }),
+    );
+    if shared.opts.socketio {
+        conn.set_events(io.clone());
+    }
+    shared.sessions.insert(sid.clone(), tx);
+    state.mesh.register(client);
+    let query = req
+        .uri
+        .split_once('?')
+        .map(|(_, q)| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Session {
+        state: state.clone(),
+        shared: shared.clone(),
+        vm,
+        conn,
+        io,
+        _sid: SidGuard(shared.clone(), sid.clone()),
+        sid,
+        query,
+        rx,
+        websocket_only,
+        _release: release,
+        _active: active,
+    })
+}
+
+/// The hook running now and what its end means.
+enum Running {
+    None,
+    /// `on_connect` of a namespace (and the socket's sid): its verdict
+    /// answers the CONNECT.
+    Connect(Rc<str>, Arc<str>),
+    /// `on_message` of an event with an ack id: unless the script acked,
+    /// its return values are the ack.
+    Event {
+        ns: Rc<str>,
+        id: u64,
+        acked: Rc<Cell<bool>>,
+    },
+}
+
+/// Why and how the session ends.
+struct End {
+    /// For `on_close` (None: a clean close).
+    reason: Option<String>,
+    /// The client asked to close (a pending poll gets a noop, not a close).
+    by_client: bool,
+    /// Tell the client its namespaces are disconnected by the server.
+    disconnect: bool,
+}
+
+impl End {
+    fn client(reason: Option<&str>) -> End {
+        End {
+            reason: reason.map(str::to_string),
+            by_client: true,
+            disconnect: false,
+        }
+    }
+    fn error(reason: impl Into<String>) -> End {
+        End {
+            reason: Some(reason.into()),
+            by_client: false,
+            disconnect: false,
+        }
+    }
+}
+
+/// What woke the loop.
+enum Event {
+    Hook(Option<MultiValue>),
+    Command(Option<Command>),
+    Frame(Option<Result<Message, tungstenite::Error>>),
+    Probe(Option<Result<Message, tungstenite::Error>>),
+    Outbox(bool),
+    Wake,
+    Timer,
+}
+
+/// The loop's state; see the module documentation.
+struct Loop {
+    ws: Option<Ws>,
+    /// An upgrade in progress: the WebSocket being probed, and whether it
+    /// answered the probe.
+    probe: Option<Ws>,
+    probed: bool,
+    pending: Option<oneshot::Sender<Reply>>,
+    inbound: VecDeque<Data>,
+    /// A binary packet waiting for its attachments.
+    partial: Option<(sio::Packet, Vec<bytes::Bytes>)>,
+    hook: Option<HookCall>,
+    running: Running,
+    batch: VecDeque<Outbound>,
+    ping_at: Instant,
+    pong_by: Option<Instant>,
+    connect_by: Option<Instant>,
+    end: Option<End>,
+}
+
+async fn next_frame(ws: &mut Option<Ws>) -> Option<Result<Message, tungstenite::Error>> {
+    match ws {
+        Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn hook_done(hook: &mut Option<HookCall>) -> Option<MultiValue> {
+    match hook {
+        Some(h) => h.await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Session {
+    /// The Engine.IO open packet of this session.
+    pub fn open_packet(&self) -> Message {
+        let o = &self.shared.opts;
+        eio::open(
+            &self.sid,
+            !self.websocket_only && o.websocket,
+            o.ping_interval_ms,
+            o.ping_timeout_ms,
+            o.max_payload,
+        )
+    }
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// Runs the session to its end; `ws` is the socket of a WebSocket-only
+    /// session (a polling one gets its socket through an upgrade).
+    pub async fn run(mut self, ws: Option<Upgraded>) {
+        let opts = &self.shared.opts;
+        let now = Instant::now();
+        let mut lp = Loop {
+            ws: None,
+            probe: None,
+            probed: false,
+            pending: None,
+            inbound: VecDeque::new(),
+            partial: None,
+            hook: None,
+            running: Running::None,
+            batch: VecDeque::new(),
+            ping_at: now + Self::ms(opts.ping_interval_ms),
+            pong_by: None,
+            connect_by: opts
+                .socketio
+                .then(|| now + Self::ms(opts.connect_timeout_ms)),
+            end: None,
+        };
+        if let Some(up) = ws {
+            lp.ws = Some(self.websocket(up).await);
+            self.io.push(self.open_packet());
+        }
+        if !self.shared.opts.socketio {
+            lp.hook = self.vm.hook(&self.conn, "on_connect", ());
+        }
+        let reason = self.drive(&mut lp).await;
+        lp.hook = None;
+        drop(lp);
+        let id = self.conn.client.id;
+        self.shared.sessions.remove(&self.sid);
+        self.state.mesh.unregister(&self.conn.client);
+        tracing::debug!(client_id = %id, "session closed: {}", reason.as_deref().unwrap_or("clean"));
+        if let Some(call) = self
+            .vm
+            .hook(&self.conn, "on_close", (id.to_string(), reason))
+        {
+            call.await;
+        }
+    }
+
+    async fn websocket(&self, up: Upgraded) -> Ws {
+        let max = self.shared.opts.max_payload;
+        let cfg = self
+            .shared
+            .server
+            .ws_config
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(cfg)).await
+    }
+
+    async fn drive(&mut self, lp: &mut Loop) -> Option<String> {
+        loop {
+            while lp.hook.is_none() && lp.end.is_none() {
+                let Some(d) = lp.inbound.pop_front() else {
+                    break;
+                };
+                if let Err(why) = self.on_message(lp, d) {
+                    tracing::debug!(client_id = %self.conn.client.id, "closing: {why}");
+                    lp.end = Some(End::error(why));
+                }
+            }
+            if let Err(e) = self.flush(lp).await {
+                return Some(e);
+            }
+            if let Some(end) = lp.end.take() {
+                self.finish(lp, &end).await;
+                return end.reason;
+            }
+            let ev = self.wait(lp).await;
+            self.on_event(lp, ev).await;
+        }
+    }
+
+    async fn wait(&mut self, lp: &mut Loop) -> Event {
+        let deadline = [
+            Some(lp.ping_at).filter(|_| lp.pong_by.is_none()),
+            lp.pong_by,
+            lp.connect_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(lp.ping_at);
+        let room = lp.inbound.len() < MAX_INBOUND;
+        let out_room = self.io.out.borrow().len() < self.shared.server.cfg.outbound_queue_size;
+        let outbox = &self.conn.client.outbox;
+        tokio::select! {
+            biased;
+            r = hook_done(&mut lp.hook) => Event::Hook(r),
+            c = self.rx.recv(), if room => Event::Command(c),
+            f = next_frame(&mut lp.ws), if room => Event::Frame(f),
+            f = next_frame(&mut lp.probe) => Event::Probe(f),
+            o = std::future::poll_fn(|cx| outbox.poll_drain(cx, &mut lp.batch)), if out_room => Event::Outbox(o),
+            _ = self.io.wake.notified() => Event::Wake,
+            _ = tokio::time::sleep_until(deadline) => Event::Timer,
+        }
+    }
+
+    async fn on_event(&mut self, lp: &mut Loop, ev: Event) {
+        // A missed pong ends the session before anything else is served,
+        // whichever woke the loop first.
+        if lp.pong_by.is_some_and(|t| Instant::now() >= t) {
+            lp.end = Some(End::error("ping timeout"));
+            return;
+        }
+        match ev {
+            Event::Hook(r) => {
+                lp.hook = None;
+                self.hook_ended(lp, r);
+            }
+            Event::Command(None) | Event::Wake => {}
+            Event::Command(Some(c)) => self.on_command(lp, c).await,
+            Event::Frame(None) => lp.end = Some(End::client(Some("transport close"))),
+            Event::Frame(Some(Err(e))) => {
+                lp.end = Some(End::error(format!("transport error: {e}")));
+            }
+            Event::Frame(Some(Ok(m))) => match m {
+                Message::Text(t) => match eio::decode_text(t.as_str()) {
+                    Ok(p) => self.on_packet(lp, p),
+                    Err(e) => lp.end = Some(End::error(e.to_string())),
+                },
+                Message::Binary(b) => self.on_packet(lp, Packet::Message(Data::Binary(b))),
+                Message::Close(_) => lp.end = Some(End::client(None)),
+                _ => {}
+            },
+            Event::Probe(f) => self.on_probe(lp, f).await,
+            Event::Outbox(overflowed) => {
+                if overflowed {
+                    self.conn.metrics().slow_clients_closed.inc();
+                    lp.end = Some(End::error("slow client"));
+                    return;
+                }
+                while let Some(item) = lp.batch.pop_front() {
+                    self.on_outbound(lp, item);
+                }
+            }
+            Event::Timer => {
+                let now = Instant::now();
+                if lp.pong_by.is_some_and(|t| now >= t) {
+                    lp.end = Some(End::error("ping timeout"));
+                } else if lp.connect_by.is_some_and(|t| now >= t) {
+                    if self.io.namespaces.borrow().is_empty() {
+                        lp.end = Some(End::error("no namespace connected in time"));
+                    }
+                    lp.connect_by = None;
+                } else if lp.pong_by.is_none() && now >= lp.ping_at {
+                    self.io.push(eio::bare(eio::PING));
+                    lp.pong_by = Some(now + Self::ms(self.shared.opts.ping_timeout_ms));
+                }
+            }
+        }
+    }
+
+    async fn on_command(&mut self, lp: &mut Loop, c: Command) {
+        match c {
+            Command::Get(tx) => {
+                if lp.ws.is_some() {
+                    let _ = tx.send(Reply::Refused("Bad request"));
+                } else if lp.probed {
+                    let _ = tx.send(Reply::Payload(vec![eio::NOOP]));
+                } else if lp.pending.as_ref().is_some_and(|p| !p.is_closed()) {
+                    // A second concurrent GET breaks the protocol: the
+                    // first gets a close packet, this one an error.
+                    let _ = tx.send(Reply::Refused("Bad request"));
+                    lp.end = Some(End::error("second concurrent polling GET"));
+                } else {
+                    lp.pending = Some(tx);
+                }
+            }
+            Command::Post(packets) => {
+                for p in packets {
+                    self.on_packet(lp, p);
+                }
+            }
+            Command::Fail(why) => lp.end = Some(End::error(why)),
+            Command::Disconnect(ns) => {
+                if self.io.leave(&ns) {
+                    self.io.push(Message::text(sio::disconnect(&ns)));
+                }
+            }
+            Command::Upgrade(up) => {
+                if lp.ws.is_some() || lp.probe.is_some() {
+                    // Already upgraded (or upgrading): this socket is refused.
+                    drop(up);
+                    return;
+                }
+                lp.probe = Some(self.websocket(up).await);
+            }
+        }
+    }
+
+    /// A frame of the WebSocket being probed for an upgrade.
+    async fn on_probe(&mut self, lp: &mut Loop, f: Option<Result<Message, tungstenite::Error>>) {
+        let text = match &f {
+            Some(Ok(Message::Text(t))) => Some(t.as_str()),
+            _ => None,
+        };
+        match (text, lp.probed) {
+            (Some("2probe"), false) => {
+                let ok = match lp.probe.as_mut() {
+                    Some(ws) => ws.send(Message::text("3probe")).await.is_ok(),
+                    None => false,
+                };
+                if ok {
+                    lp.probed = true;
+                    if let Some(tx) = lp.pending.take() {
+                        let _ = tx.send(Reply::Payload(vec![eio::NOOP]));
+                    }
+                } else {
+                    lp.probe = None;
+                }
+            }
+            (Some("5"), true) => {
+                lp.ws = lp.probe.take();
+                lp.probed = false;
+                if let Some(tx) = lp.pending.take() {
+                    let _ = tx.send(Reply::Payload(vec![eio::NOOP]));
+                }
+            }
+            (Some(_), _) | (None, _)
+                if matches!(f, Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            _ => {
+                // Anything else ends the upgrade; the session stays on polling.
+                lp.probe = None;
+                lp.probed = false;
+            }
+        }
+    }
+
+    /// An Engine.IO packet from the client.
+    fn on_packet(&mut self, lp: &mut Loop, p: Packet) {
+        match p {
+            Packet::Close => lp.end = Some(End::client(None)),
+            Packet::Ping(data) => self.io.push(Message::text(format!("3{data}"))),
+            Packet::Pong(_) => {
+                lp.pong_by = None;
+                lp.ping_at = Instant::now() + Self::ms(self.shared.opts.ping_interval_ms);
+            }
+            Packet::Message(d) => lp.inbound.push_back(d),
+            Packet::Upgrade | Packet::Noop => {}
+        }
+    }
+
+    /// An Engine.IO message: to the script (Engine.IO only) or through the
+    /// Socket.IO layer. An error closes the session.
+    fn on_message(&mut self, lp: &mut Loop, d: Data) -> Result<(), String> {
+        let lua = self.vm.lua();
+        if !self.shared.opts.socketio {
+            let t = lua.create_table().map_err(|e| e.to_string())?;
+            let (kind, data) = match &d {
+                Data::Text(s) => ("text", s.as_bytes()),
+                Data::Binary(b) => ("binary", &b[..]),
+            };
+            let _ = t.raw_set("type", kind);
+            let _ = t.raw_set("data", lua.create_string(data).map_err(|e| e.to_string())?);
+            lp.hook = self.vm.hook(&self.conn, "on_message", t);
+            return Ok(());
+        }
+        match d {
+            Data::Binary(b) => {
+                let Some((_, atts)) = lp.partial.as_mut() else {
+                    return Err("binary message without a binary packet".into());
+                };
+                atts.push(b);
+                if lp
+                    .partial
+                    .as_ref()
+                    .is_some_and(|(p, a)| a.len() == p.attachments)
+                {
+                    let (p, atts) = lp.partial.take().expect("checked");
+                    self.dispatch(lp, p, atts)?;
+                }
+                Ok(())
+            }
+            Data::Text(t) => {
+                if lp.partial.is_some() {
+                    return Err("a binary packet's attachments are missing".into());
+                }
+                let p = sio::decode(&t).map_err(|e| e.to_string())?;
+                if p.attachments > 0 {
+                    lp.partial = Some((p, Vec::new()));
+                    return Ok(());
+                }
+                self.dispatch(lp, p, Vec::new())
+            }
+        }
+    }
+
+    /// A complete Socket.IO packet: starts its hook.
+    fn dispatch(
+        &mut self,
+        lp: &mut Loop,
+        p: sio::Packet,
+        atts: Vec<bytes::Bytes>,
+    ) -> Result<(), String> {
+        let lua = self.vm.lua().clone();
+        let lua_err = |e: mlua::Error| e.to_string();
+        let ns: Rc<str> = Rc::from(p.namespace.as_str());
+        match p.kind {
+            Kind::Connect => {
+                if self.io.sid_of(&ns).is_some() {
+                    return Ok(());
+                }
+                self.io.begin_connect(ns.clone());
+                let info = lua.create_table().map_err(lua_err)?;
+                info.raw_set("namespace", &*ns).map_err(lua_err)?;
+                if let Some(auth) = &p.data {
+                    info.raw_set("auth", json::to_lua(&lua, auth).map_err(lua_err)?)
+                        .map_err(lua_err)?;
+                }
+                let q = lua.create_table().map_err(lua_err)?;
+                for (k, v) in &self.query {
+                    q.raw_set(k.as_str(), v.as_str()).map_err(lua_err)?;
+                }
+                info.raw_set("query", q).map_err(lua_err)?;
+                let sid = new_sid();
+                info.raw_set("sid", &*sid).map_err(lua_err)?;
+                lp.hook = self.vm.hook(&self.conn, "on_connect", info);
+                if lp.hook.is_some() {
+                    lp.running = Running::Connect(ns, sid);
+                } else {
+                    self.io.end_connect(Some(sid));
+                }
+            }
+            Kind::Disconnect => {
+                if self.io.leave(&ns) {
+                    let t = lua.create_table().map_err(lua_err)?;
+                    t.raw_set("type", "disconnect").map_err(lua_err)?;
+                    t.raw_set("namespace", &*ns).map_err(lua_err)?;
+                    lp.hook = self.vm.hook(&self.conn, "on_message", t);
+                }
+            }
+            Kind::Event | Kind::BinaryEvent | Kind::Ack | Kind::BinaryAck => {
+                if self.io.sid_of(&ns).is_none() {
+                    return Ok(());
+                }
+                let Some(serde_json::Value::Array(mut args)) = p.data else {
+                    return Err("invalid payload".into());
+                };
+                let t = lua.create_table().map_err(lua_err)?;
+                t.raw_set("namespace", &*ns).map_err(lua_err)?;
+                if let Some(id) = p.id {
+                    t.raw_set("id", id).map_err(lua_err)?;
+                }
+                let is_event = matches!(p.kind, Kind::Event | Kind::BinaryEvent);
+                if is_event {
+                    let name = match args.remove(0) {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    t.raw_set("type", "event").map_err(lua_err)?;
+                    t.raw_set("event", name).map_err(lua_err)?;
+                } else {
+                    t.raw_set("type", "ack").map_err(lua_err)?;
+                }
+                let list = events::args_to_lua(&lua, &args, &atts).map_err(lua_err)?;
+                t.raw_set("data", list.raw_get::<Value>(1).map_err(lua_err)?)
+                    .map_err(lua_err)?;
+                t.raw_set("args", list).map_err(lua_err)?;
+                let running = match (is_event, p.id) {
+                    (true, Some(id)) => {
+                        let acked = Rc::new(Cell::new(false));
+                        let f = events::ack_function(&lua, &self.io, ns.clone(), id, acked.clone())
+                            .map_err(lua_err)?;
+                        t.raw_set("ack", f).map_err(lua_err)?;
+                        Running::Event { ns, id, acked }
+                    }
+                    _ => Running::None,
+                };
+                lp.hook = self.vm.hook(&self.conn, "on_message", t);
+                if lp.hook.is_some() {
+                    lp.running = running;
+                }
+            }
+            Kind::ConnectError => return Err("a client may not send CONNECT_ERROR".into()),
+        }
+        Ok(())
+    }
+
+    /// A hook ended: answers a CONNECT, or acks an event with the hook's
+    /// return values when the script did not ack it.
+    fn hook_ended(&mut self, _lp: &mut Loop, r: Option<MultiValue>) {
+        let lua = self.vm.lua().clone();
+        match std::mem::replace(&mut _lp.running, Running::None) {
+            Running::None => {}
+            Running::Connect(ns, sid) => {
+                // A hook that failed refuses: it may have been checking auth.
+                let errored = r.is_none();
+                let mut vals = r.map(|v| v.into_iter()).into_iter().flatten();
+                let refused = match (errored || r_is_refusal(vals.next()), vals.next()) {
+                    (false, _) => None,
+                    (true, Some(Value::String(s))) => Some((s.to_string_lossy(), vals.next())),
+                    (true, Some(Value::Table(t))) => Some(refusal_table(&t)),
+                    (true, _) => Some(("Not authorized".to_string(), None)),
+                };
+                match refused {
+                    None => self.io.end_connect(Some(sid)),
+                    Some((message, data)) => {
+                        self.io.end_connect(None);
+                        let data = data.and_then(|d| json::to_json(&d, usize::MAX).ok()?.ok());
+                        self.io.push(Message::text(sio::connect_error(
+                            &ns,
+                            &message,
+                            data.as_ref(),
+                        )));
+                    }
+                }
+            }
+            Running::Event { ns, id, acked } => {
+                if !acked.get() {
+                    let args = r.unwrap_or_default();
+                    if let Err(e) = events::send_ack(&lua, &self.io, &ns, id, args) {
+                        tracing::warn!(client_id = %self.conn.client.id, "ack {id} not sent: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Something other threads queued for this session.
+    fn on_outbound(&mut self, lp: &mut Loop, item: Outbound) {
+        match item {
+            Outbound::Message(m) => {
+                if !self.shared.opts.socketio {
+                    self.io.push(match m {
+                        Message::Text(t) => eio::text_message(t.as_str()),
+                        other => other,
+                    });
+                } else if self.io.sid_of("/").is_some() {
+                    let (arg, atts) = events::data_argument(&m);
+                    let text = sio::event("/", "message", &[arg], None, atts.len());
+                    self.io.push(Message::text(text));
+                    for a in atts {
+                        self.io.push(Message::Binary(a));
+                    }
+                }
+            }
+            Outbound::Publication(p) => {
+                if !self.shared.opts.socketio {
+                    self.io.push(match &p.frame {
+                        Message::Text(t) => eio::text_message(t.as_str()),
+                        other => other.clone(),
+                    });
+                    return;
+                }
+                let ns = events::namespace_of(&p.channel);
+                if self.io.sid_of(ns).is_some() {
+                    let packets = p.socketio.get_or_init(|| events::publication_packets(&p));
+                    for m in packets.iter() {
+                        self.io.push(m.clone());
+                    }
+                }
+            }
+            Outbound::Call(mut call) => {
+                let res = self.conn.apply_call(self.vm.lua(), &call);
+                if let Some(reply) = call.reply.take() {
+                    let _ = reply.send(res);
+                }
+            }
+            Outbound::Close(..) => {
+                lp.end = Some(End {
+                    reason: None,
+                    by_client: false,
+                    disconnect: true,
+                });
+            }
+        }
+    }
+
+    /// Writes what is queued: to the WebSocket, or to a waiting poll.
+    async fn flush(&mut self, lp: &mut Loop) -> Result<(), String> {
+        if let Some(ws) = lp.ws.as_mut() {
+            if self.io.out.borrow().is_empty() {
+                return Ok(());
+            }
+            let timeout = self.shared.server.cfg.write_timeout;
+            let write = async {
+                loop {
+                    let next = self.io.out.borrow_mut().pop_front();
+                    let Some(m) = next else { break };
+                    // A CONNECT answer goes out on its own TCP write, a
+                    // moment before what the script emitted in `on_connect`:
+                    // clients that read several frames at once and listen
+                    // for the next one only after handling the answer (the
+                    // protocol test suite does) would miss the first event.
+                    let connect_answer = matches!(&m, Message::Text(t) if t.starts_with("40"));
+                    ws.feed(m).await?;
+                    if connect_answer && !self.io.out.borrow().is_empty() {
+                        ws.flush().await?;
+                        tokio::time::sleep(CONNECT_GAP).await;
+                    }
+                }
+                ws.flush().await
+            };
+            let sent = if timeout > 0 {
+                tokio::time::timeout(Duration::from_secs(timeout), write)
+                    .await
+                    .map_err(|_| "slow client: write timeout".to_string())?
+            } else {
+                write.await
+            };
+            self.conn.metrics().send_messages.inc();
+            return sent.map_err(|e| format!("write failed: {e}"));
+        }
+        if lp.pending.as_ref().is_some_and(|p| p.is_closed()) {
+            lp.pending = None;
+        }
+        if lp.probed || self.io.out.borrow().is_empty() {
+            return Ok(());
+        }
+        let Some(tx) = lp.pending.take() else {
+            return Ok(());
+        };
+        let (body, n) = self.payload(&[]);
+        if tx.send(Reply::Payload(body)).is_ok() {
+            self.io.out.borrow_mut().drain(..n);
+        }
+        Ok(())
+    }
+
+    /// A polling payload of the queued packets (at most `maxPayload`
+    /// bytes, at least one packet) followed by `extra`; and how many
+    /// queued packets it holds.
+    fn payload(&self, extra: &[Message]) -> (Vec<u8>, usize) {
+        let out = self.io.out.borrow();
+        let max = self.shared.opts.max_payload;
+        let mut size = 0;
+        let n = out
+            .iter()
+            .take_while(|m| {
+                size += eio::payload_len(m);
+                size <= max
+            })
+            .count()
+            .max(1)
+            .min(out.len());
+        (eio::encode_payload(out.iter().take(n).chain(extra)), n)
+    }
+
+    /// Ends the transport: the client learns why when it can.
+    async fn finish(&mut self, lp: &mut Loop, end: &End) {
+        if end.disconnect && self.shared.opts.socketio {
+            let names: Vec<Rc<str>> = self
+                .io
+                .namespaces
+                .borrow()
+                .iter()
+                .map(|n| n.name.clone())
+                .collect();
+            for ns in names {
+                self.io.push(Message::text(sio::disconnect(&ns)));
+            }
+        }
+        self.conn.client.outbox.close();
+        if let Some(mut ws) = lp.ws.take() {
+            if !end.by_client {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+                    let queued: Vec<Message> = self.io.out.borrow_mut().drain(..).collect();
+                    for m in queued {
+                        ws.feed(m).await?;
+                    }
+                    ws.close(None).await
+                })
+                .await;
+            }
+            return;
+        }
+        if let Some(tx) = lp.pending.take() {
+            let body = if end.by_client {
+                vec![eio::NOOP]
+            } else {
+                self.payload(&[eio::bare(eio::CLOSE)]).0
+            };
+            let _ = tx.send(Reply::Payload(body));
+        }
+    }
+}
+
+fn r_is_refusal(v: Option<Value>) -> bool {
+    matches!(v, Some(Value::Boolean(false)))
+}
+
+/// `return false, {message = .., data = ..}` of `on_connect`.
+fn refusal_table(t: &Table) -> (String, Option<Value>) {
+    let message = t
+        .raw_get::<Option<String>>("message")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "Not authorized".into());
+    (
+        message,
+        t.raw_get::<Value>("data").ok().filter(|v| !v.is_nil()),
+    )
+}
