@@ -116,7 +116,9 @@ port_free() { # port
 }
 
 start_server() { # target scenario
-  for p in 6789 6790 6791 6792 3000 8790; do
+  local ports="6789 6790 6791 6792 8790"
+  [ "$1" = socketio ] && ports="3000 8790"
+  for p in $ports; do
     port_free "$p" || { echo "port $p is in use: stop whatever listens there" >&2; exit 1; }
   done
   case "$1" in

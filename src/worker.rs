@@ -11,33 +11,24 @@ use crate::lua::pool::VmPool;
 use crate::mesh::Mesh;
 use crate::script::ScriptStore;
 use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// A job for a worker: starts the task that serves one accepted connection
+/// A connection's whole life as one task on the worker's thread.
+pub type ConnTask = Pin<Box<dyn Future<Output = ()>>>;
+
+/// A job for a worker: builds the task that serves one accepted connection
 /// (the client servers hand these over; the worker knows nothing of what
 /// the task does).
-pub struct Job(Box<dyn FnOnce(Rc<WorkerState>, LoadGuard) + Send>);
+pub struct Job(Box<dyn FnOnce(Rc<WorkerState>) -> ConnTask + Send>);
 
 impl Job {
-    /// `f` builds the connection's whole life as a future; it runs as one
-    /// task on the worker's thread, counted in the worker's load while it
-    /// lives. The future is kept in the task itself, not boxed beside it:
-    /// one allocation per connection, not two.
-    pub fn new<F>(f: impl FnOnce(Rc<WorkerState>) -> F + Send + 'static) -> Self
-    where
-        F: Future<Output = ()> + 'static,
-    {
-        Job(Box::new(move |state, load| {
-            let task = f(state);
-            tokio::task::spawn_local(async move {
-                let _load = load;
-                task.await;
-            });
-        }))
+    pub fn new(f: impl FnOnce(Rc<WorkerState>) -> ConnTask + Send + 'static) -> Self {
+        Job(Box::new(f))
     }
 }
 
@@ -165,8 +156,13 @@ fn run(
         let state = Rc::new(WorkerState { vms, mesh });
         let _ = ready.send(Ok(()));
         spawn_lua_gauges(index, &state);
-        while let Some(Job(start)) = rx.recv().await {
-            start(state.clone(), LoadGuard::new(&load));
+        while let Some(Job(make)) = rx.recv().await {
+            let guard = LoadGuard::new(&load);
+            let task = make(state.clone());
+            tokio::task::spawn_local(async move {
+                let _load = guard;
+                task.await;
+            });
         }
         // The job channel closed: the gateway is stopping. Connections were
         // asked to close; give them until they are gone.

@@ -114,7 +114,7 @@ pub async fn accept_loop(
         };
         let srv = server.clone();
         worker.submit(Job::new(move |state| {
-            connection::serve(state, std_stream, peer, srv)
+            Box::pin(connection::serve(state, std_stream, peer, srv))
         }));
     }
 }

@@ -3,10 +3,10 @@
 //! and `conn`, runs `on_handshake`, and answers the upgrade. A refusal is
 //! answered with its HTTP status and everything taken so far is given back.
 //!
-//! It is a future of its own, which [`super::connection::serve`] boxes, so
-//! that its state (the request, the socket before it became a WebSocket,
-//! the hooks' futures) is not kept in every connection's task for the
-//! connection's whole life.
+//! It is a future of its own so that its state (the request, the socket
+//! before it became a WebSocket) is not kept in every connection's task
+//! beside the frame loop's: [`super::connection::serve`] awaits it, then
+//! reuses its room for the frame loop.
 
 use super::ServerShared;
 use super::{handshake, hook_handshake};
