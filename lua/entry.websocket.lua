@@ -35,6 +35,16 @@
 -- only once logged in): the id a backend gives POST /v1/mesh/send.
 -- {"op":"ping"} answers {"result":true} (a keep-alive for browsers, which
 -- cannot send WebSocket pings; readTimeout closes silent connections).
+-- History and recovery (channels in engine.history, e.g. 'user:*'):
+-- {"op":"subscribe","channel":"@user","since":{"offset":n,"epoch":"e"}}
+-- replays what was published after that position, before anything new, and
+-- answers {"result":true,"recovered":true|false,"offset":n,"epoch":"e"}
+-- (recovered false: the gap is no longer in history, reload your state).
+-- Server option history_positions=true: every subscribe answers the
+-- position, and each text push of a history channel arrives as
+-- {"channel":"user:<uid>","offset":n,"epoch":"e","data":"<the push>"} so
+-- a client knows its position (off by default: pushes are the bytes
+-- published, as CONNMIX sends them).
 -- A JWT that fails verification gets code 7 with the reason in msg, e.g.
 -- {"code":7,"msg":"Auth failed: token expired"}.
 --

@@ -131,6 +131,14 @@ function M.on_handshake(client_id, headers, server, conn)
     return true
 end
 
+-- {"result":true}, or code 9 with the subscribe/unsubscribe error.
+local function answer(conn, err)
+    if err then
+        return fail(conn, 9, err)
+    end
+    reply(conn, { result = true })
+end
+
 local function channel(conn, op, data)
     local channel_raw = data["channel"]
     if type(channel_raw) ~= "string" then
@@ -145,16 +153,25 @@ local function channel(conn, op, data)
         return fail(conn, 1, "Not Auth")
     end
     local name = "user:" .. uid_string(uid)
-    local err
-    if op == "subscribe" then
-        err = conn:subscribe(name)
-    else
-        err = conn:unsubscribe(name)
+    if op == "unsubscribe" then
+        return answer(conn, conn:unsubscribe(name))
     end
+    -- Recovery (engine.history): with "since" (or the history_positions
+    -- option on), the channel is joined with a position and the reply says
+    -- where the client now is; the publications it missed arrive first.
+    local since = data["since"]
+    local positions = mix.server.option("history_positions") == "true"
+    if since == nil and not positions then
+        return answer(conn, conn:subscribe(name))
+    end
+    if since ~= nil and type(since) ~= "table" then
+        return fail(conn, 9, "invalid since: use {\"offset\":n,\"epoch\":\"e\"}")
+    end
+    local err, info = conn:subscribe(name, { since = since, positions = positions })
     if err then
         return fail(conn, 9, err)
     end
-    reply(conn, { result = true })
+    reply(conn, { result = true, recovered = info.recovered, offset = info.offset, epoch = info.epoch })
 end
 
 -- Shared with entry.socketio.lua.

@@ -9,6 +9,7 @@ pub mod api;
 pub mod broker;
 pub mod client_id;
 pub mod config;
+pub mod emitter;
 pub mod frame;
 pub mod hub;
 pub mod jwt;
@@ -123,7 +124,13 @@ impl Gateway {
             depth: metrics.queue_depth.clone(),
         });
         let queues = Arc::new(queue::Queues::new(store));
-        let mesh = Arc::new(mesh::Mesh::new(hub, metrics, queues, broker.clone()));
+        let mesh = Arc::new(mesh::Mesh::new(
+            hub,
+            metrics,
+            queues,
+            broker.clone(),
+            config.engine.history.clone(),
+        ));
 
         // Bind first so a taken port fails before any thread starts.
         let api = &config.engine.api_server;
@@ -155,6 +162,13 @@ impl Gateway {
         let mut server_addrs = Vec::new();
         let mut tasks = Vec::new();
         let socketio_rooms = Arc::new(socketio::target::SocketIoRooms::new(mesh.clone()));
+        // Backends' emits (`engine.emitters`) go to this node's Socket.IO sockets.
+        emitter::spawn(
+            &config.engine.emitters,
+            socketio_rooms.clone(),
+            &mesh.metrics.emitters,
+            &stop,
+        );
         for (i, l) in listeners.into_iter().enumerate() {
             let addr = l.local_addr().expect("bound socket has an address");
             let cfg = &config.engine.servers[i];

@@ -13,8 +13,10 @@
 //! worker and a "first join" on another reach the broker in the order the
 //! hub saw them.
 
+use crate::broker::history::{History, HistoryError, Page, Position};
 use crate::broker::{BoxFuture, Broker, BrokerError, Claim, Local, LocalError, NodeInfo};
 use crate::client_id::{ClientId, node_of};
+use crate::config::{HistoryConfig, policy_for};
 use crate::hub::{Client, Delivery, Hub, SubscribeError};
 use crate::metrics::Metrics;
 use crate::outbox::{CallFunc, ConnCall, Outbound, PushError};
@@ -57,6 +59,8 @@ pub struct Published {
     pub missing: Vec<String>,
     /// Why other nodes could not be reached at all (the broker is down).
     pub error: Option<String>,
+    /// Its place in the channel's history (channels with history only).
+    pub position: Option<Position>,
 }
 
 /// See the module documentation.
@@ -67,6 +71,9 @@ pub struct Mesh {
     pub queues: Arc<Queues>,
     /// The link to other nodes (whichever engine runs).
     broker: Arc<dyn Broker>,
+    /// Channel history (`engine.history`), of the broker's kind.
+    history: Arc<dyn History>,
+    history_policies: Vec<HistoryConfig>,
     sub_locks: Box<[Mutex<()>]>,
     #[cfg(test)]
     pause: std::sync::OnceLock<Box<dyn Fn(tests::Point) + Send + Sync>>,
@@ -78,11 +85,14 @@ impl Mesh {
         metrics: Arc<Metrics>,
         queues: Arc<Queues>,
         broker: Arc<dyn Broker>,
+        history_policies: Vec<HistoryConfig>,
     ) -> Self {
         Self {
             hub,
             metrics,
             queues,
+            history: broker.clone().history(&history_policies),
+            history_policies,
             broker,
             sub_locks: (0..SUB_LOCKS).map(|_| Mutex::new(())).collect(),
             #[cfg(test)]
@@ -100,6 +110,9 @@ impl Mesh {
 
     /// Delivers `p` to every subscriber of its channel, on every node.
     pub async fn publish(&self, p: Arc<Publication>) -> Published {
+        if let Some(policy) = self.history_policy(&p.channel) {
+            return self.publish_with_history(p, policy).await;
+        }
         let start = Instant::now();
         let local = self.hub.publish(&p);
         self.metrics.send_errors.inc_by(local.fail);
@@ -123,7 +136,59 @@ impl Mesh {
             },
             missing: remote.missing,
             error: remote.error,
+            position: None,
         }
+    }
+
+    /// A publish to a channel with history: the history engine appends it
+    /// and delivers it everywhere in offset order (one node: to the hub,
+    /// under the channel's lock; a cluster: through the broker, this node
+    /// included).
+    async fn publish_with_history(&self, p: Arc<Publication>, policy: &HistoryConfig) -> Published {
+        let start = Instant::now();
+        let hub = &self.hub;
+        let deliver = |p: &Arc<Publication>| {
+            let d = hub.publish(p);
+            (d.success, d.fail)
+        };
+        let appended = self
+            .history
+            .publish(Arc::unwrap_or_clone(p), policy, &deliver)
+            .await;
+        self.metrics.send_errors.inc_by(appended.fail);
+        self.metrics
+            .send_forward
+            .observe(start.elapsed().as_secs_f64());
+        Published {
+            delivery: Delivery {
+                success: appended.success,
+                fail: appended.fail,
+            },
+            missing: appended.missing,
+            error: appended.error,
+            position: appended.position,
+        }
+    }
+
+    /// The `engine.history` entry that applies to `ch`, if any.
+    pub fn history_policy(&self, ch: &str) -> Option<&HistoryConfig> {
+        policy_for(&self.history_policies, ch)
+    }
+
+    /// The publications of `ch` after `since` (all kept when `None`), at
+    /// most `limit` (the channel's `historySize` when `None`), and its top
+    /// position.
+    pub async fn history(
+        &self,
+        ch: &str,
+        since: Option<Position>,
+        limit: Option<usize>,
+    ) -> Result<Page, HistoryError> {
+        let policy = self
+            .history_policy(ch)
+            .ok_or_else(|| HistoryError::NoHistory(ch.to_string()))?;
+        let limit = limit.unwrap_or(policy.history_size);
+        self.history.read(ch, since, limit, policy).await
     }
 
     /// Delivers `msg` to one client, on whichever node it is.

@@ -34,6 +34,12 @@ impl Broker for FakeBroker {
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
         Arc::new(crate::queue::local::LocalQueues::new(limits))
     }
+    fn history(
+        self: Arc<Self>,
+        list: &[crate::config::HistoryConfig],
+    ) -> Arc<dyn crate::broker::history::History> {
+        crate::broker::memory_history::MemoryHistory::new(list)
+    }
     fn publish<'a>(&'a self, _: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {
         None
     }
@@ -87,6 +93,7 @@ fn mesh() -> (Arc<Mesh>, Arc<FakeBroker>) {
         metrics,
         Arc::new(Queues::new(store)),
         broker.clone(),
+        Vec::new(),
     );
     (Arc::new(mesh), broker)
 }

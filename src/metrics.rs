@@ -61,6 +61,8 @@ pub struct Metrics {
     pub lua_memory: IntGaugeVec,
     pub lua_vms: IntGaugeVec,
     pub broker_up: IntGauge,
+    /// `engine.emitters` consumers (`connmix_emitter_*`).
+    pub emitters: crate::emitter::EmitterMetrics,
 }
 
 impl Metrics {
@@ -223,6 +225,7 @@ impl Metrics {
             lua_memory,
             lua_vms,
             broker_up,
+            emitters: crate::emitter::EmitterMetrics::register(&registry),
             registry,
             recent_lua_errors: Default::default(),
         }
@@ -262,7 +265,7 @@ impl Metrics {
         let mut text = String::from_utf8(buf).unwrap_or_default();
         // A labelled family without samples yet (no topic has been used)
         // is still announced, so dashboards find it from the start.
-        for (name, help, kind) in ANNOUNCED {
+        for (name, help, kind) in ANNOUNCED.iter().chain(&crate::emitter::metrics::FAMILIES) {
             if !families.iter().any(|f| f.name() == *name) {
                 text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             }

@@ -49,6 +49,8 @@ enum Command {
     Storm(StormArgs),
     /// Round trip of one publish API call (request to answer), one at a time.
     Rtt(scenarios::rtt::RttArgs),
+    /// connmix: time to recover missed publications, Redis memory of history.
+    Recovery(scenarios::recovery::RecoveryArgs),
     /// Serve only the auth API (for trying a server by hand).
     Auth {
         #[arg(long, default_value = "127.0.0.1:8790")]
@@ -97,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Idle(a) => local(async { scenarios::idle::run(a).await.map(drop) }),
         Command::Storm(a) => local(async { scenarios::storm::run(a).await.map(drop) }),
         Command::Rtt(a) => local(async { scenarios::rtt::run(a).await.map(drop) }),
+        Command::Recovery(a) => local(async { scenarios::recovery::run(a).await.map(drop) }),
         Command::Auth { listen } => local(async move {
             auth::spawn(listen).await?;
             eprintln!("auth API on http://{listen}/auth (token tok<uid> -> {{\"uid\":<uid>}})");

@@ -24,6 +24,16 @@
  * exponential backoff and jitter, authenticates again with the last token
  * that succeeded and joins again every channel it had joined.
  *
+ * History and recovery (channels the gateway keeps history for, with the
+ * script option history_positions=true): the client keeps the position
+ * ({offset, epoch}) of each channel from the subscribe reply and from every
+ * push, which then arrives as {"channel","offset","epoch","data"} and is
+ * handed to "message" as its data (the position is the third argument).
+ * After a reconnect it joins again with {"since": position}: the gateway
+ * replays what was missed, in order, before anything new, and the client
+ * emits "recovery" ({channel, recovered, offset, epoch}); recovered false
+ * means the gap was no longer in history: reload your state.
+ *
  * Keep-alive: the gateway closes a connection that sends nothing for the
  * server's readTimeout (60 s by default) and browsers cannot send ping
  * frames, so every heartbeat.interval ms the client sends heartbeat.message
@@ -65,6 +75,14 @@
                     Object.prototype.hasOwnProperty.call(v, "msg")));
     }
 
+    // A push that carries its position (script option history_positions).
+    function isPositioned(v) {
+        return v !== null && typeof v === "object" && !Array.isArray(v) &&
+            Object.keys(v).length === 4 && typeof v.channel === "string" &&
+            typeof v.offset === "number" && typeof v.epoch === "string" &&
+            typeof v.data === "string";
+    }
+
     function textOf(data) {
         if (typeof data === "string") {
             return data;
@@ -78,8 +96,11 @@
      * Events (on/off): "open" (session ready: socket open, authenticated when
      * a token is known, channels joined again), "message" (a push: parsed JSON
      * when it parses, the raw string otherwise, binary frames as ArrayBuffer;
-     * the raw frame is the second argument), "close" ({code, reason,
-     * willReconnect}), "reconnecting" ({attempt, delay}), "error" (Error).
+     * the raw frame is the second argument, the position {channel, offset,
+     * epoch} of a positioned push the third), "close" ({code, reason,
+     * willReconnect}), "reconnecting" ({attempt, delay}), "recovery"
+     * ({channel, recovered, offset, epoch} after a rejoin with a position),
+     * "error" (Error).
      */
     class ConnmixClient {
         constructor(url, options) {
@@ -95,6 +116,8 @@
             }
             /** Channels joined (as requested, e.g. "@user"); joined again after a reconnect. */
             this.channels = new Set();
+            /** Last known position {offset, epoch} per channel (history channels). */
+            this.positions = new Map();
             /** "idle" | "connecting" | "open" | "reconnecting" | "closed" */
             this.state = "idle";
             this._listeners = {};
@@ -228,7 +251,17 @@
                     return;
                 }
                 return Promise.all(Array.from(self.channels).map(function (ch) {
-                    return self._request({ op: "subscribe", channel: ch }).catch(function (e) {
+                    var since = self.positions.get(ch);
+                    var req = { op: "subscribe", channel: ch };
+                    if (since) {
+                        req.since = { offset: since.offset, epoch: since.epoch };
+                    }
+                    return self._request(req).then(function (r) {
+                        self._track(ch, r);
+                        if (since) {
+                            self._emit("recovery", { channel: ch, recovered: r.recovered === true, offset: r.offset, epoch: r.epoch });
+                        }
+                    }).catch(function (e) {
                         if (self._ws === ws) {
                             self._emit("error", e);
                         }
@@ -268,6 +301,22 @@
                 parsed = true;
             } catch (e) {
                 value = text;
+            }
+            if (parsed && isPositioned(value)) {
+                var pos = { channel: value.channel, offset: value.offset, epoch: value.epoch };
+                this.positions.forEach(function (known) {
+                    if (known.epoch === pos.epoch && known.offset < pos.offset) {
+                        known.offset = pos.offset;
+                    }
+                });
+                var inner = value.data;
+                try {
+                    inner = JSON.parse(value.data);
+                } catch (e) {
+                    /* a text push that is not JSON */
+                }
+                this._emit("message", inner, value.data, pos);
+                return;
             }
             if (parsed && this._pending.length > 0 && isReply(value)) {
                 var p = this._pending.shift();
@@ -346,6 +395,7 @@
             var self = this;
             return this._userRequest({ op: "subscribe", channel: channel }).then(function (r) {
                 self.channels.add(channel);
+                self._track(channel, r);
                 return r;
             });
         }
@@ -354,6 +404,7 @@
         unsubscribe(channel) {
             var self = this;
             this.channels.delete(channel);
+            this.positions.delete(channel);
             return this._userRequest({ op: "unsubscribe", channel: channel }).then(function (r) {
                 self.channels.delete(channel);
                 return r;
@@ -369,6 +420,19 @@
             return this._userRequest({ op: "whoami" }).then(function (r) {
                 return r.result;
             });
+        }
+
+        // Keeps the position a subscribe reply carries (the later of it and
+        // what pushes already told, within one epoch).
+        _track(channel, r) {
+            if (!r || typeof r.offset !== "number" || typeof r.epoch !== "string") {
+                return;
+            }
+            var known = this.positions.get(channel);
+            if (known && known.epoch === r.epoch && known.offset > r.offset) {
+                return;
+            }
+            this.positions.set(channel, { offset: r.offset, epoch: r.epoch });
         }
 
         /** Sends a raw frame (string, or object as JSON); no reply is expected. */

@@ -1,5 +1,5 @@
 //! HTTP routing of the API port: `docs/http-api.md` (`/v1/mesh/publish`,
-//! `/v1/mesh/send`, `/v1/mesh/batch`, `/v1/presence`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
+//! `/v1/mesh/send`, `/v1/mesh/batch`, `/v1/presence`, `/v1/history`), the WebSocket API upgrade at `/ws/v1`, and `/metrics`,
 //! each behind [`super::access`]; the web pages (`/demo`, `/console`,
 //! `/v1/stats`, ...) are [`super::web`]'s.
 //!
@@ -50,6 +50,7 @@ fn route(path: &str) -> Option<(Role, Method)> {
         "/ws/v1" => Some((Role::Write, Method::GET)),
         "/metrics" => Some((Role::Read, Method::GET)),
         "/v1/mesh/nodes" => Some((Role::Read, Method::GET)),
+        "/v1/history" => Some((Role::Read, Method::GET)),
         "/console" | "/v1/stats" => Some((Role::Read, Method::GET)),
         "/v1/connections" => Some((Role::Read, Method::GET)), // newcomer: lookup.rs
         "/v1/presence" | "/v1/presence/stats" => Some((Role::Read, Method::GET)),
@@ -96,8 +97,10 @@ pub async fn handle(
         return denied(d);
     }
     let presence = path.starts_with("/v1/presence");
-    if req.method() != method && !(presence && req.method() == Method::POST) {
-        return method_not_allowed(if presence {
+    // Presence and history take GET (query parameters) or POST (JSON).
+    let get_or_post = presence || path == "/v1/history";
+    if req.method() != method && !(get_or_post && req.method() == Method::POST) {
+        return method_not_allowed(if get_or_post {
             "GET, POST"
         } else {
             method.as_str()
@@ -119,6 +122,8 @@ pub async fn handle(
         _ => {
             let read = if presence && req.method() == Method::GET {
                 Ok(super::presence::query_params(req.uri().query()))
+            } else if path == "/v1/history" && req.method() == Method::GET {
+                Ok(super::history::query_params(req.uri().query()))
             } else {
                 read_json(&state, req).await
             };
@@ -144,6 +149,7 @@ pub async fn handle(
                 "/v1/mesh/batch" => "mesh.batch",
                 "/v1/presence" => "presence",
                 "/v1/presence/stats" => "presence_stats",
+                "/v1/history" => "history",
                 _ => "mesh.send",
             };
             let result = ops::dispatch(&state, method, &params).await;

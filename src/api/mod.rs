@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod batch;
+pub mod history;
 pub mod http;
 pub mod lookup;
 pub mod ops;

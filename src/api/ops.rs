@@ -21,6 +21,14 @@ pub mod code {
     pub const CANCEL_FAILED: u32 = 203;
     pub const CALL_FAILED: u32 = 301;
     pub const SEND_FAILED: u32 = 401;
+    /// History (`api/history.rs`): the channel keeps no history.
+    pub const NO_HISTORY: u32 = 501;
+    /// `since` is malformed or past the channel's top offset.
+    pub const INVALID_SINCE: u32 = 502;
+    /// `since.epoch` is not the channel's epoch (its history was lost).
+    pub const UNKNOWN_EPOCH: u32 = 503;
+    /// The history engine cannot be reached (cluster: Redis is down).
+    pub const HISTORY_UNAVAILABLE: u32 = 504;
     /// A batch over `apiServer.maxBatch`, or a channel list over
     /// `apiServer.maxPublishChannels`.
     pub const LIMIT_EXCEEDED: u32 = 106;
@@ -163,6 +171,7 @@ pub async fn single(state: &ApiState, method: &str, params: &Value) -> Result<Va
         "conn.call" => call(mesh, params).await,
         "presence" => super::presence::presence(state, params).await,
         "presence_stats" => super::presence::stats(state, params).await,
+        "history" => super::history::history(mesh, params).await,
         "mesh.batch" => Err(ApiError::invalid("a batch cannot contain mesh.batch")),
         "" => Err(ApiError::invalid("missing m (method)")),
         other => Err(ApiError::invalid(format!("unknown method {other:?}"))),

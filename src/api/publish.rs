@@ -141,7 +141,14 @@ async fn deliver(
             .map(|ch| mesh.publish(publication(ch, msg.clone()))),
     );
     let mut sum = Published::default();
-    for out in outs.await {
+    let mut positions = serde_json::Map::new();
+    for (ch, out) in chans.iter().zip(outs.await) {
+        if let Some(pos) = &out.position {
+            positions.insert(
+                ch.clone(),
+                json!({"offset": pos.offset, "epoch": &*pos.epoch}),
+            );
+        }
         sum.delivery.success += out.delivery.success;
         sum.delivery.fail += out.delivery.fail;
         for m in out.missing {
@@ -151,7 +158,12 @@ async fn deliver(
         }
         sum.error = sum.error.or(out.error);
     }
-    answer(&sum)
+    let mut r = answer(&sum);
+    // History extension: each channel's position, for those with history.
+    if !positions.is_empty() {
+        r["positions"] = Value::Object(positions);
+    }
+    r
 }
 
 /// The `r` object of a publish.
@@ -163,6 +175,11 @@ fn answer(out: &Published) -> Value {
     }
     if let Some(e) = &out.error {
         r["error"] = json!(e);
+    }
+    // History extension: the publication's position in its channel.
+    if let Some(pos) = &out.position {
+        r["offset"] = json!(pos.offset);
+        r["epoch"] = json!(&*pos.epoch);
     }
     r
 }

@@ -261,6 +261,7 @@ fn method_label(m: &str) -> &'static str {
         "mesh.send" => "ws:mesh.send",
         "mesh.batch" => "ws:mesh.batch",
         "conn.call" => "ws:conn.call",
+        "history" => "ws:history",
         "presence" => "ws:presence",
         "presence_stats" => "ws:presence_stats",
         _ => "ws:other",

@@ -3,9 +3,12 @@
 //! announce and nothing to wait for. Queues and idempotency keys live in
 //! this process.
 
+use super::history::History;
 use super::idempotency::{Claim, MemoryKeys};
+use super::memory_history::MemoryHistory;
 use super::{BoxFuture, Broker, BrokerError, Local, NodeInfo, RemoteDelivery};
 use crate::client_id::ClientId;
+use crate::config::HistoryConfig;
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
 use crate::presence::Presence;
@@ -48,6 +51,10 @@ impl Broker for MemoryBroker {
 
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
         Arc::new(LocalQueues::new(limits))
+    }
+
+    fn history(self: Arc<Self>, list: &[HistoryConfig]) -> Arc<dyn History> {
+        MemoryHistory::new(list)
     }
 
     fn publish<'a>(&'a self, _p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {

@@ -16,16 +16,19 @@
 //! mesh, nothing external) and [`redis::RedisBroker`] (`engine`: nodes share
 //! one Redis). [`open`] picks one from the config; nothing outside this module
 //! knows which one runs, and a new engine (NATS, Redis Cluster) is a new file
-//! here plus its config. Each engine also provides the queue storage of its
-//! kind ([`Broker::queue_store`]).
+//! here plus its config. Each engine also provides the queue storage and the
+//! channel history of its kind ([`Broker::queue_store`], [`Broker::history`]).
 
 pub mod deadline;
+pub mod history;
 pub mod idempotency;
 pub mod interest;
 pub mod membership;
 pub mod memory;
+pub mod memory_history;
 pub mod redis;
 pub mod redis_connect;
+pub mod redis_history;
 pub mod redis_idempotency;
 pub mod redis_presence;
 pub mod redis_queue;
@@ -35,7 +38,7 @@ pub mod sync;
 pub mod wire;
 
 use crate::client_id::ClientId;
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, HistoryConfig};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
 use crate::presence::Presence;
@@ -143,6 +146,8 @@ pub trait Broker: Send + Sync {
     fn start(self: Arc<Self>, local: Arc<dyn Local>, stop: CancellationToken);
     /// The queue storage that goes with this engine.
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore>;
+    /// The channel history that goes with this engine (`engine.history`).
+    fn history(self: Arc<Self>, list: &[HistoryConfig]) -> Arc<dyn history::History>;
     /// Publishes to the other nodes and collects what they delivered;
     /// `None` when there is no other node to publish to (nothing to wait
     /// for, nothing to count as forwarded).

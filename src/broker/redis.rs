@@ -23,6 +23,7 @@
 //! presence requests in [`super::redis_presence`].
 
 use super::deadline::RedisClock;
+use super::history::History;
 use super::interest::{PendingInterest, Target};
 pub use super::redis_connect::{Names, connect, url};
 use super::sync::SyncState;
@@ -32,7 +33,7 @@ use super::{
     RemoteDelivery,
 };
 use crate::client_id::ClientId;
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, HistoryConfig};
 use crate::frame::{frame, parts};
 use crate::metrics::Metrics;
 use crate::outbox::CallFunc;
@@ -51,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tungstenite::Message;
 
 /// Where a node's delivery counts `(node, success, fail)` for a publish go.
-type ReportSender = mpsc::UnboundedSender<(u32, u64, u64)>;
+pub(super) type ReportSender = mpsc::UnboundedSender<(u32, u64, u64)>;
 
 /// See the module documentation.
 pub struct RedisBroker {
@@ -273,8 +274,11 @@ impl RedisBroker {
                 event,
                 position,
             } => {
-                // Our own publish comes back to us: it was delivered locally.
-                if origin == self.node {
+                // Our own publish comes back to us: it was delivered locally,
+                // unless it is a history publish, which every node (this one
+                // too) delivers as Redis hands it over, in offset order.
+                let own = origin == self.node;
+                if own && position.is_none() {
                     return;
                 }
                 // The publisher has answered "not delivered" by now.
@@ -293,7 +297,11 @@ impl RedisBroker {
                     })),
                     _ => (0, 0),
                 };
-                if req != 0 {
+                if req != 0 && own {
+                    if let Some(tx) = self.reports.lock().get(&req) {
+                        let _ = tx.send((self.node, s, f));
+                    }
+                } else if req != 0 {
                     self.reply(
                         origin,
                         Wire::Report {
@@ -472,6 +480,10 @@ impl Broker for RedisBroker {
 
     fn queue_store(self: Arc<Self>, limits: QueueLimits) -> Arc<dyn QueueStore> {
         super::redis_queue::RedisQueues::new(self, limits)
+    }
+
+    fn history(self: Arc<Self>, _list: &[HistoryConfig]) -> Arc<dyn History> {
+        super::redis_history::RedisHistory::new(self)
     }
 
     fn publish<'a>(&'a self, p: &'a Publication) -> Option<BoxFuture<'a, RemoteDelivery>> {

@@ -33,17 +33,31 @@ use tokio::time::Instant;
 /// No `TIME` check here (it cost more than the rest of the script): a late
 /// publish is dropped by every receiving node past its deadline.
 static PUBLISH_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(
+    redis::Script::new(&format!(
         r#"
 local n = redis.call('PUBLISH', KEYS[1], ARGV[1])
+local token = ARGV[2]
+{AUDIENCE_LUA}
+return {{n, members, view}}
+"#
+    ))
+});
+
+/// The part of a publish script that says whose delivery counts to wait
+/// for: `members`, the nodes registered for the channel (`KEYS[2]`), and
+/// `view`: `false` while `p:syncgen` (`KEYS[3]`) still holds the
+/// publisher's `token`, else `{generation, members of p:nodes (KEYS[4])
+/// not in p:synced (KEYS[5]), members of p:synced, epoch (KEYS[6])}`.
+/// Shared with [`super::redis_history`].
+pub(super) const AUDIENCE_LUA: &str = r#"
 local members = redis.call('SMEMBERS', KEYS[2])
 local gen = redis.call('GET', KEYS[3])
-if gen == ARGV[2] then return {n, members, false} end
-return {n, members, {gen or '', redis.call('SDIFF', KEYS[4], KEYS[5]),
-  redis.call('SMEMBERS', KEYS[5]), redis.call('GET', KEYS[6]) or ''}}
-"#,
-    )
-});
+local view = false
+if gen ~= token then
+  view = {gen or '', redis.call('SDIFF', KEYS[4], KEYS[5]),
+    redis.call('SMEMBERS', KEYS[5]), redis.call('GET', KEYS[6]) or ''}
+end
+"#;
 
 /// Publishes to a node's channel unless the deadline `ARGV[2]` passed.
 static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
@@ -55,10 +69,36 @@ static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
 
 /// What [`PUBLISH_SCRIPT`] returns: receivers, registered nodes and, when
 /// the view changed, `(generation, unsynced, synced, epoch)`.
-type PublishReply = (i64, Vec<u32>, Option<(String, Vec<u32>, Vec<u32>, String)>);
+type PublishReply = (i64, Vec<u32>, Option<ViewRead>);
+
+/// The node view a publish script read (see [`AUDIENCE_LUA`]).
+pub(super) type ViewRead = (String, Vec<u32>, Vec<u32>, String);
+
+/// Who a publish reached in Redis, as its script answers.
+pub(super) struct Audience {
+    /// Links that received it (0: nobody will report).
+    pub receivers: i64,
+    /// Nodes registered for the channel.
+    pub members: Vec<u32>,
+    /// The node view, when it changed since this node's last read.
+    pub read: Option<ViewRead>,
+    /// This node delivers it too, and reports to itself (history publishes).
+    pub with_self: bool,
+}
+
+/// A publish in progress (see [`RedisBroker::open_publish`]).
+pub(super) struct PublishRequest<'a> {
+    pub req: u64,
+    rx: mpsc::UnboundedReceiver<(u32, u64, u64)>,
+    /// When this node stops waiting for reports.
+    pub until: Instant,
+    /// When the other nodes drop it (see [`super::deadline`]).
+    pub deadline: u64,
+    _pending: Pending<'a, super::redis::ReportSender>,
+}
 
 /// Why a publish reached no other node.
-const PUBLISH_TIMED_OUT: &str = "broker unavailable: publish timed out; \
+pub(super) const PUBLISH_TIMED_OUT: &str = "broker unavailable: publish timed out; \
      no other node delivers it (it is dropped past its deadline)";
 
 /// Removes a pending request's entry when the request ends, however it ends.
@@ -73,7 +113,7 @@ impl<T> Drop for Pending<'_, T> {
     }
 }
 
-fn failed(error: impl Into<String>) -> RemoteDelivery {
+pub(super) fn failed(error: impl Into<String>) -> RemoteDelivery {
     RemoteDelivery {
         error: Some(error.into()),
         ..Default::default()
@@ -88,43 +128,83 @@ impl RedisBroker {
         if let Some(e) = self.down() {
             return failed(e.to_string());
         }
-        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
-        let until = Instant::now() + timeout;
-        let deadline = self.clock.deadline(timeout);
-        let req = self.req();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        self.reports.lock().insert(req, tx);
-        let _pending = Pending {
-            map: &self.reports,
-            req,
-        };
+        let mut request = self.open_publish();
         let payload = Wire::Publish {
             origin: self.node,
-            req,
-            deadline,
+            req: request.req,
+            deadline: request.deadline,
             ftype,
             data,
             event: p.event.clone(),
             position: p.position.clone(),
         }
         .encode();
-        let mut view = self.sync.view();
         let mut invocation = PUBLISH_SCRIPT.key(self.names.channel(ch));
+        self.audience_keys(&mut invocation, ch);
+        invocation
+            .arg(payload.as_ref())
+            .arg(self.sync.view().generation.as_str());
+        let mut cmd = self.cmd.clone();
+        let invoked = invocation.invoke_async::<PublishReply>(&mut cmd);
+        let (receivers, members, read) = match tokio::time::timeout_at(request.until, invoked).await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return failed(format!("broker unavailable: {e}")),
+            Err(_) => return failed(PUBLISH_TIMED_OUT),
+        };
+        let audience = Audience {
+            receivers,
+            members,
+            read,
+            with_self: false,
+        };
+        self.collect_reports(audience, &mut request).await
+    }
+
+    /// Starts a publish request: reports for it are collected until it is
+    /// dropped.
+    pub(super) fn open_publish(&self) -> PublishRequest<'_> {
+        let timeout = Duration::from_millis(self.cfg.publish_timeout_ms);
+        let req = self.req();
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.reports.lock().insert(req, tx);
+        PublishRequest {
+            req,
+            rx,
+            until: Instant::now() + timeout,
+            deadline: self.clock.deadline(timeout),
+            _pending: Pending {
+                map: &self.reports,
+                req,
+            },
+        }
+    }
+
+    /// `KEYS[2..6]` of a publish script (see [`AUDIENCE_LUA`]).
+    pub(super) fn audience_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, ch: &str) {
         invocation
             .key(self.names.chnodes(ch))
             .key(generation_key(&self.names.prefix))
             .key(self.names.nodes())
             .key(synced_key(&self.names.prefix))
-            .key(epoch_key(&self.names.prefix))
-            .arg(payload.as_ref())
-            .arg(view.generation.as_str());
-        let mut cmd = self.cmd.clone();
-        let invoked = invocation.invoke_async::<PublishReply>(&mut cmd);
-        let (receivers, members, read) = match tokio::time::timeout_at(until, invoked).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => return failed(format!("broker unavailable: {e}")),
-            Err(_) => return failed(PUBLISH_TIMED_OUT),
-        };
+            .key(epoch_key(&self.names.prefix));
+    }
+
+    /// Waits for the reports of a publish's audience until the request's
+    /// `until` and names the nodes that did not report.
+    pub(super) async fn collect_reports(
+        &self,
+        audience: Audience,
+        request: &mut PublishRequest<'_>,
+    ) -> RemoteDelivery {
+        let Audience {
+            receivers,
+            members,
+            read,
+            with_self,
+        } = audience;
+        let (rx, until) = (&mut request.rx, request.until);
+        let mut view = self.sync.view();
         if let Some((generation, unsynced, synced, epoch)) = read {
             view = Arc::new(SyncView {
                 generation,
@@ -142,7 +222,7 @@ impl RedisBroker {
         // ignoring it would answer its subscribers as a silent s:0.
         let mut expected: HashSet<u32> = members
             .into_iter()
-            .filter(|m| *m != self.node && !unsynced.contains(m))
+            .filter(|m| (with_self || *m != self.node) && !unsynced.contains(m))
             .collect();
         let mut out = RemoteDelivery::default();
         let mut reported = HashSet::new();

@@ -133,6 +133,30 @@ fn get_str16(b: &mut Bytes) -> Option<String> {
     String::from_utf8(b.split_to(n).to_vec()).ok()
 }
 
+/// The bytes of a history publish (kind `q` with a position) up to its
+/// position, for the Redis script that assigns the offset: it appends the
+/// offset (u64 LE), the epoch (u16 LE length, then its bytes) and the data
+/// (see `broker::redis_history`).
+pub fn history_publish_head(
+    origin: u32,
+    req: u64,
+    deadline: u64,
+    ftype: FrameType,
+    event: Option<&str>,
+) -> Bytes {
+    let mut b = BytesMut::with_capacity(24 + event.map_or(0, |e| 2 + e.len()));
+    b.put_u8(b'q');
+    b.put_u32_le(origin);
+    b.put_u64_le(req);
+    b.put_u64_le(deadline);
+    b.put_u8(ftype_byte(ftype));
+    b.put_u8(u8::from(event.is_some()) | 2);
+    if let Some(e) = event {
+        put_str16(&mut b, e);
+    }
+    b.freeze()
+}
+
 impl Wire {
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::new();
@@ -517,5 +541,32 @@ mod tests {
         }
         .encode();
         assert_eq!(Wire::decode(cut.slice(..cut.len() - 1)), None);
+    }
+
+    #[test]
+    fn a_history_head_completed_as_the_script_does_decodes_to_the_publish() {
+        for event in [None, Some("chat")] {
+            let mut b = BytesMut::new();
+            b.put_slice(&history_publish_head(2, 5, 9, FrameType::Text, event));
+            b.put_u64_le(300);
+            b.put_u16_le(4);
+            b.put_slice(b"ep01");
+            b.put_slice(b"data");
+            assert_eq!(
+                Wire::decode(b.freeze()),
+                Some(Wire::Publish {
+                    origin: 2,
+                    req: 5,
+                    deadline: 9,
+                    ftype: FrameType::Text,
+                    data: Bytes::from_static(b"data"),
+                    event: event.map(Arc::from),
+                    position: Some(Position {
+                        offset: 300,
+                        epoch: "ep01".into(),
+                    }),
+                })
+            );
+        }
     }
 }

@@ -6,11 +6,15 @@
 //! key's path (`engine.servers[0].port`). It never starts anything. The
 //! checks serde cannot express (ranges, names, clashes) are in [`validate`].
 
+mod emitters;
+mod history;
 mod locate;
 mod luavm;
 mod socketio;
 mod validate;
 
+pub use emitters::{EmitterConfig, EmitterKind};
+pub use history::{HistoryConfig, MAX_HISTORY_SIZE, glob_match, policy_for};
 pub use luavm::{LuaHttpConfig, LuaVmConfig, QueueConfig, RedisConnConfig};
 pub use socketio::SocketIoOptions;
 
@@ -134,6 +138,10 @@ pub struct EngineConfig {
     pub shutdown_timeout: u64,
     /// Cluster mode (`connmix engine`): the Redis broker shared by all nodes.
     pub cluster: Option<ClusterConfig>,
+    /// Message queues backends push Socket.IO events through.
+    pub emitters: Vec<EmitterConfig>,
+    /// Channels that keep a history of their publications (see `history.rs`).
+    pub history: Vec<HistoryConfig>,
     /// Seconds a publish's idempotency key (`k`) is remembered.
     pub idempotency_ttl: u64,
     /// Idempotency keys one node remembers at most (single node; a cluster
@@ -145,11 +153,13 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             cluster: None,
+            history: Vec::new(),
             api_server: ApiServerConfig::default(),
             luavm: LuaVmConfig::default(),
             servers: Vec::new(),
             workers: 0,
             shutdown_timeout: 10,
+            emitters: Vec::new(),
             idempotency_ttl: 300,
             idempotency_max_keys: 100_000,
         }

@@ -200,6 +200,11 @@ impl Config {
                 }
             }
         }
+        for (i, e) in self.engine.emitters.iter().enumerate() {
+            e.check()
+                .map_err(|(k, m)| (format!("engine.emitters[{i}].{k}"), m))?;
+        }
+        super::history::validate(&self.engine.history)?;
         for (i, u) in self.access.users.iter().enumerate() {
             for r in &u.roles {
                 if r != "read" && r != "write" {

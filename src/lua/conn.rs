@@ -14,7 +14,9 @@
 
 use super::WorkerCtx;
 use super::json;
+use super::recovery::{Recovery, Tracks, recovery_table, subscribe_options};
 use crate::broker::BoxFuture;
+use crate::broker::history::{HistoryError, Position};
 use crate::client_id::ClientId;
 use crate::frame::{FrameType, frame};
 use crate::hub::Client;
@@ -23,7 +25,7 @@ use crate::outbox::{CallFunc, ConnCall, Outbound};
 use crate::presence::MAX_USER_LEN;
 use bytes::Bytes;
 use mlua::{AnyUserData, Lua, MultiValue, RegistryKey, Table, UserData, UserDataMethods, Value};
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -73,6 +75,9 @@ pub struct ConnLocal {
     /// hearing its latest channels), set by `conn:subscribe`.
     /// (A `Cell`, not a `RefCell`: 8 bytes less in every connection.)
     hold_interest: Cell<Option<BoxFuture<'static, ()>>>,
+    /// Channels subscribed with a position and their writer gate; made
+    /// on the first such subscribe (8 bytes in every other connection).
+    tracks: OnceCell<Box<Tracks>>,
     /// Named events (Socket.IO); `None` on WebSocket servers.
     events: RefCell<Option<Rc<dyn EventSink>>>,
     ctx: Rc<CtxRef>,
@@ -82,6 +87,8 @@ pub struct ConnLocal {
 pub struct CtxRef {
     pub mesh: Arc<crate::mesh::Mesh>,
     pub wait_timeout: Duration,
+    /// `outboundQueueSize` of each server (the bound of a recovery's buffer).
+    pub outbound_queue_sizes: Vec<usize>,
 }
 
 impl ConnLocal {
@@ -105,6 +112,7 @@ impl ConnLocal {
             context_changed: Notify::new(),
             script_version: Cell::new(0),
             hold_interest: Cell::new(None),
+            tracks: OnceCell::new(),
             events: RefCell::new(None),
             ctx,
         });
@@ -222,6 +230,130 @@ impl ConnLocal {
         }
     }
 
+    /// The channels subscribed with a position, if any was.
+    pub fn tracks(&self) -> Option<&Tracks> {
+        self.tracks.get().map(|t| &**t)
+    }
+
+    fn tracks_made(&self) -> &Tracks {
+        self.tracks.get_or_init(|| {
+            let size = self.ctx.outbound_queue_sizes.get(self.server).copied();
+            Box::new(Tracks::new(size.unwrap_or(1)))
+        })
+    }
+
+    /// `ch` is no longer tracked (unsubscribed).
+    fn untrack(&self, ch: &str) {
+        if let Some(t) = self.tracks() {
+            t.end(ch);
+        }
+    }
+
+    /// `conn:subscribe(ch, {since = ..., positions = ...})`: joins `ch` and,
+    /// when it keeps history, replays what came after `since` before any
+    /// live publication, without gap or duplicate (see [`super::recovery`]).
+    pub async fn subscribe_tracked(
+        &self,
+        ch: &str,
+        since: Option<Position>,
+        positions: bool,
+    ) -> Result<Recovery, String> {
+        let mesh = self.ctx.mesh.clone();
+        // Socket.IO sessions write their own frames: no replay there.
+        let socketio = self.events.borrow().is_some();
+        if socketio || mesh.history_policy(ch).is_none() {
+            mesh.subscribe(&self.client, ch)
+                .map_err(|e| e.to_string())?;
+            self.hold_until_heard();
+            return Ok(Recovery {
+                error: socketio.then(|| "recovery is for WebSocket servers only".to_string()),
+                ..Default::default()
+            });
+        }
+        let tracks = self.tracks_made();
+        tracks.begin(ch, positions);
+        if let Err(e) = mesh.subscribe(&self.client, ch) {
+            tracks.end(ch);
+            return Err(e.to_string());
+        }
+        // Cluster: live publications from every node reach this node
+        // before history is read, or one published in between is lost.
+        if let Some(heard) = mesh.until_heard() {
+            heard.await;
+        }
+        #[cfg(feature = "test-hooks")]
+        self.pause(ch, "subscribed").await;
+        let read = mesh.history(ch, since.clone(), None).await;
+        #[cfg(feature = "test-hooks")]
+        self.pause(ch, "read").await;
+        let (replay, top, recovered) = match read {
+            Ok(page) => {
+                let recovered = since.is_some() && page.complete;
+                let replay = if recovered {
+                    page.publications
+                } else {
+                    Vec::new()
+                };
+                (replay, page.top, recovered)
+            }
+            // The client's position is of a lost stream or bogus: it
+            // starts over from the top.
+            Err(HistoryError::UnknownEpoch { .. } | HistoryError::InvalidSince { .. }) => {
+                match mesh.history(ch, None, Some(0)).await {
+                    Ok(page) => (Vec::new(), page.top, false),
+                    Err(e) => return Ok(self.untracked(ch, e)),
+                }
+            }
+            Err(e) => return Ok(self.untracked(ch, e)),
+        };
+        let position = tracks.release(ch, replay, top);
+        Ok(Recovery {
+            recovered,
+            position: Some(position),
+            error: None,
+        })
+    }
+
+    /// History could not be read: the channel is delivered as it comes.
+    fn untracked(&self, ch: &str, e: HistoryError) -> Recovery {
+        self.tracks_made().abandon(ch);
+        Recovery {
+            recovered: false,
+            position: None,
+            error: Some(e.to_string()),
+        }
+    }
+
+    /// Test builds: on channels `test-pause:*`, announces `<point> <ch>` on
+    /// channel `test-pause` and waits until one more live publication of
+    /// `ch` is held, so a test can publish into each window of a recovery.
+    #[cfg(feature = "test-hooks")]
+    async fn pause(&self, ch: &str, point: &str) {
+        if !ch.starts_with("test-pause:") {
+            return;
+        }
+        let tracks = self.tracks_made();
+        let before = tracks.buffered(ch);
+        let marker = Arc::new(crate::publication::Publication::new(
+            "test-pause",
+            tungstenite::Message::text(format!("{point} {ch}")),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut announced = false;
+        while tracks.buffered(ch) <= before {
+            let held = tracks.held.notified();
+            tokio::pin!(held);
+            held.as_mut().enable();
+            if !announced {
+                self.ctx.mesh.publish(marker.clone()).await;
+                announced = true;
+            }
+            if tokio::time::timeout_at(deadline, held).await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// The wait set by `hold_until_heard`, taken once.
     pub fn take_hold(&self) -> Option<BoxFuture<'static, ()>> {
         self.hold_interest.take()
@@ -274,6 +406,7 @@ impl ConnLocal {
                             .map_err(|e| e.to_string())?;
                     } else {
                         self.ctx.mesh.unsubscribe(&self.client, &ch);
+                        self.untrack(&ch);
                     }
                 }
                 Ok(())
@@ -382,23 +515,38 @@ impl UserData for LuaConn {
                 }
             }
         });
-        m.add_method("subscribe", |lua, this, args: MultiValue| {
-            let r = this.get().and_then(|c| {
-                let joined = channel_args(args)?.iter().try_for_each(|ch| {
-                    c.ctx
-                        .mesh
-                        .subscribe(&c.client, ch)
-                        .map_err(|e| e.to_string())
-                });
-                c.hold_until_heard();
-                joined
-            });
-            err_value(lua, r)
+        m.add_async_method("subscribe", |lua, this, args: MultiValue| async move {
+            let c = match this.get() {
+                Ok(c) => c,
+                Err(e) => return err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            };
+            let (ch, opts) = match subscribe_options(&args) {
+                Ok(Some(o)) => o,
+                Ok(None) => {
+                    let r = channel_args(args).and_then(|names| {
+                        let joined = names.iter().try_for_each(|ch| {
+                            c.ctx
+                                .mesh
+                                .subscribe(&c.client, ch)
+                                .map_err(|e| e.to_string())
+                        });
+                        c.hold_until_heard();
+                        joined
+                    });
+                    return err_value(&lua, r).map(|v| (v, Value::Nil));
+                }
+                Err(e) => return err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            };
+            match c.subscribe_tracked(&ch, opts.since, opts.positions).await {
+                Ok(r) => Ok((Value::Nil, Value::Table(recovery_table(&lua, &r)?))),
+                Err(e) => err_value(&lua, Err(e)).map(|v| (v, Value::Nil)),
+            }
         });
         m.add_method("unsubscribe", |lua, this, args: MultiValue| {
             let r = this.get().and_then(|c| {
                 for ch in channel_args(args)? {
                     c.ctx.mesh.unsubscribe(&c.client, &ch);
+                    c.untrack(&ch);
                 }
                 Ok(())
             });
@@ -454,5 +602,12 @@ pub fn ctx_ref(lua: &Lua) -> Rc<CtxRef> {
     Rc::new(CtxRef {
         mesh: ctx.mesh.clone(),
         wait_timeout: Duration::from_secs(ctx.config.engine.luavm.wait_context_timeout.max(1)),
+        outbound_queue_sizes: ctx
+            .config
+            .engine
+            .servers
+            .iter()
+            .map(|s| s.outbound_queue_size)
+            .collect(),
     })
 }

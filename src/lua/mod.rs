@@ -29,6 +29,7 @@ pub mod mix;
 pub mod pattern;
 pub mod pool;
 pub mod queue;
+pub mod recovery;
 pub mod redis;
 pub mod sandbox;
 pub mod strlib;

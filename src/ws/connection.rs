@@ -18,6 +18,7 @@
 use super::ServerShared;
 use super::upgrade;
 use crate::lua::conn::ConnLocal;
+use crate::lua::recovery::Gate;
 use crate::lua::{HookCall, LuaRuntime};
 use crate::outbox::{CallFunc, Outbound};
 use crate::worker::WorkerState;
@@ -201,14 +202,7 @@ impl Driver<'_> {
                 self.closing_since.is_none() && outbox.poll_overflowed(cx)
             };
             if overflowed && self.closing_since.is_none() {
-                self.conn.metrics().slow_clients_closed.inc();
-                tracing::warn!(client_id = %self.conn.client.id, "slow client: outbound queue full, closing");
-                self.batch.clear();
-                self.start_close(
-                    1013,
-                    "slow client: outbound queue full",
-                    Some("slow client"),
-                );
+                self.close_slow("outbound queue full");
             }
             let had_batch = !self.batch.is_empty();
             if let Some(end) = self.write_batch(cx) {
@@ -225,6 +219,8 @@ impl Driver<'_> {
                 self.hook = None;
                 progressed = true;
             }
+            // A recovery the hook just ended released frames to write.
+            progressed |= self.conn.tracks().is_some_and(|t| t.has_released());
             if self.hook.is_none()
                 && self.closing_since.is_none()
                 && let Some(msg) = self.inbound.pop_front()
@@ -294,7 +290,33 @@ impl Driver<'_> {
     fn write_batch(&mut self, cx: &mut Context<'_>) -> Option<End> {
         let mut sent = 0u64;
         let held = self.closing_since.is_none() && self.held(cx);
+        // What a recovery released goes before what was queued after it.
+        if let Some(t) = self.conn.tracks() {
+            for m in t.take_released().into_iter().rev() {
+                self.batch.push_front(Outbound::Message(m));
+            }
+        }
         while let Some(front) = self.batch.front() {
+            if let Outbound::Publication(p) = front
+                && p.position.is_some()
+                && self.closing_since.is_none()
+                && let Some(tracks) = self.conn.tracks()
+            {
+                match tracks.gate(p) {
+                    Gate::Write(m) => self.batch[0] = Outbound::Message(m),
+                    Gate::Drop | Gate::Held => {
+                        self.batch.pop_front();
+                        continue;
+                    }
+                    Gate::Overflow => {
+                        self.close_slow("too many publications held while recovering");
+                        continue;
+                    }
+                }
+            }
+            let Some(front) = self.batch.front() else {
+                break;
+            };
             match front {
                 Outbound::Message(_) | Outbound::Publication(_) if self.closing_since.is_some() => {
                     self.batch.pop_front();
@@ -380,6 +402,18 @@ impl Driver<'_> {
             self.stalled_since = None;
         }
         None
+    }
+
+    /// Closes a client that cannot keep up (1013), dropping what is queued.
+    fn close_slow(&mut self, why: &str) {
+        self.conn.metrics().slow_clients_closed.inc();
+        tracing::warn!(client_id = %self.conn.client.id, "slow client: {why}, closing");
+        self.batch.clear();
+        self.start_close(
+            1013,
+            "slow client: outbound queue full",
+            Some("slow client"),
+        );
     }
 
     /// Queues our close frame; the loop then waits for the peer's reply.

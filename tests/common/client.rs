@@ -68,6 +68,15 @@ impl Client {
         }
     }
 
+    /// The next `n` text frames.
+    pub async fn recv_n(&mut self, n: usize) -> Vec<String> {
+        let mut got = Vec::with_capacity(n);
+        for _ in 0..n {
+            got.push(self.recv().await);
+        }
+        got
+    }
+
     pub async fn recv_json(&mut self) -> Value {
         let t = self.recv().await;
         serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"))

@@ -10,6 +10,8 @@
 
 mod auth;
 mod client;
+mod emitter_processes;
+mod queues;
 mod redis_server;
 
 // Each test crate uses some of these.
@@ -17,6 +19,10 @@ mod redis_server;
 pub use auth::*;
 #[allow(unused_imports)]
 pub use client::*;
+#[allow(unused_imports)]
+pub use emitter_processes::*;
+#[allow(unused_imports)]
+pub use queues::*;
 #[allow(unused_imports)]
 pub use redis_server::*;
 

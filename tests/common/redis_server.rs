@@ -133,6 +133,20 @@ impl Gateway {
         Self::start_full_env(servers, &cluster, "", "engine", env).await
     }
 
+    /// [`Gateway::start_node`] with `extra` lines under `engine:` (history).
+    pub async fn start_node_extra(
+        servers: Vec<ServerSpec>,
+        redis: &RedisServer,
+        prefix: &str,
+        extra: &str,
+    ) -> Gateway {
+        let cluster = format!(
+            "  cluster:\n    addr: {}\n    prefix: {prefix}\n    heartbeat: 1\n    nodeExpiry: 3\n    publishTimeoutMs: 2000\n    callTimeoutMs: 2000\n{extra}",
+            redis.addr()
+        );
+        Self::start_full_env(servers, &cluster, "", "engine", Vec::new()).await
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

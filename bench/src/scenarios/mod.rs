@@ -5,9 +5,11 @@
 //!   per user, random targets): max sustained rate and fixed-rate latency.
 //! - `idle`: resident memory per idle, subscribed connection.
 //! - `storm`: connections per second through handshake, auth and subscribe.
+//! - `recovery`: channel history: reconnect-to-replayed time, Redis memory.
 
 pub mod fanout;
 pub mod idle;
+pub mod recovery;
 pub mod rtt;
 pub mod storm;
 

@@ -97,8 +97,13 @@ function readBody(req) {
 export async function startAuthApi() {
     const connected = [];
     const authBodies = [];
+    // While set, auth requests wait for it (holdAuth).
+    let held = null;
     const server = http.createServer(async (req, res) => {
         const body = await readBody(req);
+        if (req.url !== "/connected" && held) {
+            await held;
+        }
         const reply = (status, v) => {
             res.writeHead(status, { "content-type": "application/json" });
             res.end(JSON.stringify(v));
@@ -130,6 +135,15 @@ export async function startAuthApi() {
         authBodies,
         /** Waits for the n-th connection (1-based) and returns its client id. */
         nthClient: (n) => waitFor(() => connected[n - 1], `connection #${n}`),
+        /** Auth requests wait until the returned function is called. */
+        holdAuth: () => {
+            let release;
+            held = new Promise((r) => (release = r));
+            return () => {
+                held = null;
+                release();
+            };
+        },
         close: () => new Promise((r) => { server.closeAllConnections?.(); server.close(() => r()); }),
     };
 }
@@ -165,9 +179,10 @@ function yamlString(s) {
 
 /**
  * Starts a gateway. options: auth (from startAuthApi), users ([{username,
- * password, roles}]), serverOptions ({name: value}).
+ * password, roles}]), serverOptions ({name: value}), engineLines (YAML
+ * lines under engine:, indented by two spaces).
  */
-export async function startGateway({ auth, users = [], serverOptions = {}, protocol = "websocket" } = {}) {
+export async function startGateway({ auth, users = [], serverOptions = {}, protocol = "websocket", engineLines = [] } = {}) {
     ensureBinary();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "connmix-js-"));
     const apiPort = await freePort();
@@ -199,6 +214,7 @@ export async function startGateway({ auth, users = [], serverOptions = {}, proto
         "engine:",
         "  workers: 1",
         "  shutdownTimeout: 2",
+        ...engineLines,
         "  apiServer:",
         `    port: ${apiPort}`,
         "    bind: 127.0.0.1",
