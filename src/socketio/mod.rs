@@ -94,29 +94,11 @@ pub async fn accept_loop(
     stop: CancellationToken,
 ) {
     let index = shared.server.index;
-    loop {
-        let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!("accept on server {index}: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let Ok(std_stream) = stream.into_std() else {
-            continue;
-        };
-        let Some(worker) = workers.iter().min_by_key(|w| w.load()) else {
-            return;
-        };
+    crate::ws::accept_each(listener, index, &workers, stop, |worker, stream, peer| {
         let shared = shared.clone();
         worker.submit(Job::new(move |state| {
-            Box::pin(http::serve(state, std_stream, peer, shared))
+            Box::pin(http::serve(state, stream, peer, shared))
         }));
-    }
+    })
+    .await
 }

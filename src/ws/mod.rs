@@ -86,6 +86,25 @@ pub async fn accept_loop(
     stop: CancellationToken,
 ) {
     let index = server.index;
+    accept_each(listener, index, &workers, stop, |worker, stream, peer| {
+        let srv = server.clone();
+        worker.submit(Job::new(move |state| {
+            Box::pin(connection::serve(state, stream, peer, srv))
+        }));
+    })
+    .await
+}
+
+/// Accepts connections on `listener` (server `index`) until `stop` is
+/// cancelled and hands each, as a std stream, to `dispatch` with the
+/// least-loaded worker. Shared by the WebSocket and Socket.IO servers.
+pub async fn accept_each(
+    listener: TcpListener,
+    index: usize,
+    workers: &[WorkerHandle],
+    stop: CancellationToken,
+    mut dispatch: impl FnMut(&WorkerHandle, std::net::TcpStream, std::net::SocketAddr),
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -112,9 +131,6 @@ pub async fn accept_loop(
         let Some(worker) = workers.iter().min_by_key(|w| w.load()) else {
             return;
         };
-        let srv = server.clone();
-        worker.submit(Job::new(move |state| {
-            Box::pin(connection::serve(state, std_stream, peer, srv))
-        }));
+        dispatch(worker, std_stream, peer);
     }
 }
