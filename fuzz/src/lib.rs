@@ -6,11 +6,12 @@
 //! JSON parsing and validation in `api::ops`, and the mesh behind it.
 
 use connmix::api::{ApiState, access::Access};
+use connmix::broker::{Broker, memory::MemoryBroker};
 use connmix::config::Config;
 use connmix::hub::Hub;
 use connmix::mesh::Mesh;
 use connmix::metrics::Metrics;
-use connmix::queue::{Queues, local::LocalQueues};
+use connmix::queue::{QueueLimits, Queues};
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -36,12 +37,21 @@ pub fn api_state() -> Arc<ApiState> {
             let config = Arc::new(Config::default());
             let metrics = Arc::new(Metrics::new());
             let qcfg = &config.engine.luavm.queue;
-            let queues = Arc::new(Queues::Local(LocalQueues::new(
-                qcfg.topic_size,
-                qcfg.max_topics,
-                metrics.queue_depth.clone(),
-            )));
-            let mesh = Arc::new(Mesh::new(Arc::new(Hub::new(1)), metrics, queues, None));
+            let broker =
+                MemoryBroker::new(1, metrics.clone(), config.engine.idempotency_max_keys);
+            let store = broker.clone().queue_store(QueueLimits {
+                topic_size: qcfg.topic_size,
+                max_topics: qcfg.max_topics,
+                depth: metrics.queue_depth.clone(),
+            });
+            let queues = Arc::new(Queues::new(store));
+            let mesh = Arc::new(Mesh::new(
+                Arc::new(Hub::new(1)),
+                metrics,
+                queues,
+                broker,
+                config.engine.history.clone(),
+            ));
             Arc::new(ApiState {
                 mesh,
                 access: Arc::new(Access::new(Vec::new())),
