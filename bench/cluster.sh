@@ -47,13 +47,13 @@ pids+=($!)
 sleep 0.5
 
 # Node config: the bench config with a cluster section; node B on other ports.
-node_config() { # name api ws ws2
+node_config() { # name api ws ws2 socketio
     sed -e "s/^engine:/engine:\n  cluster: {addr: '127.0.0.1:$port', prefix: bench, nodeId: $1}/" \
-        -e "s/port: 6789/port: $2/; s/port: 6790/port: $3/; s/port: 6791/port: $4/" \
+        -e "s/port: 6789/port: $2/; s/port: 6790/port: $3/; s/port: 6791/port: $4/; s/port: 6792/port: $5/" \
         connmix.bench.yaml >"$OUT/$1.yaml"
 }
-node_config a 6789 6790 6791
-node_config b 6889 6890 6891
+node_config a 6789 6790 6791 6792
+node_config b 6889 6890 6891 6892
 
 run_gw() { # mode config log; sets GW_PID
     "$GW" "$1" -f "$2" >"$3" 2>&1 &
