@@ -44,7 +44,8 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --logfile "" >/dev/null &
 pids+=($!)
-sleep 0.5
+# Wait until it answers (not a fixed pause).
+for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 # Node config: the bench config with a cluster section; node B on other ports.
 node_config() { # name api ws ws2 socketio

@@ -89,7 +89,8 @@ step redis || { echo "results in $OUT" | log; exit 0; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --logfile "" >/dev/null &
 pids+=($!)
-sleep 0.5
+# Wait until it answers (not a fixed pause).
+for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 sed -e "s/^engine:/engine:\n  cluster: {addr: '127.0.0.1:$port', prefix: bench}/" \
     "$OUT/on.yaml" >"$OUT/node.yaml"
 echo "== cluster node: recovery of $MISSED, Redis memory per 1,000 history channels" | log

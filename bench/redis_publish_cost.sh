@@ -23,7 +23,8 @@ for _ in $(seq 1 100); do $R ping >/dev/null 2>&1 && break; sleep 0.3; done
 $R sadd b:chnodes:user:1 1 2 >/dev/null; $R sadd b:nodes 1 2 >/dev/null; $R sadd b:synced 1 2 >/dev/null
 $R set b:epoch abcdef0123456789 >/dev/null; $R set b:syncgen 7 >/dev/null
 $R subscribe b:ch:user:1 >/dev/null & SUB=$!
-sleep 0.5
+# Wait until the subscriber is registered (not a fixed pause).
+for _ in $(seq 1 100); do [ "$($R pubsub numsub b:ch:user:1 | tail -1)" = 1 ] && break; sleep 0.1; done
 PAY=$(head -c 150 /dev/zero | tr '\0' x)
 DL=$(( $(date +%s%3N) + 3600000 ))
 TIMEPRE="local t = redis.call('TIME')
