@@ -71,9 +71,16 @@ fn event_json(m: &QueuedMessage) -> String {
         .to_string()
 }
 
+/// Bytes read from the socket at a time. tungstenite zero-fills this much
+/// of its buffer before every read, also the reads that find nothing (its
+/// default, 128 KiB, cost more than the publish itself, `bench/delivery_cost.sh`);
+/// a larger frame is read in several steps.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// The socket limits of `/ws/v1`: no frame or message over `maxBodySize`.
 pub fn socket_config(max_body_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(max_body_size))
         .max_frame_size(Some(max_body_size))
 }
