@@ -7,9 +7,9 @@
 //! to Lua; [`crate::mesh`] decides what crosses nodes and tells the broker
 //! about the first/last local subscriber the hub reports.
 //!
-//! Each channel also keeps how many of its subscribers each user has (the
-//! connection's `uid`, see [`Hub::set_user`]), so presence is read from the
-//! channel's entry without visiting its clients.
+//! Presence reads a channel's entry: its subscribers, and the users they
+//! are (the connection's `uid`, see [`Hub::set_user`]); a large channel
+//! keeps its users counted, so it is answered without visiting every client.
 
 use crate::client_id::{self, ClientId};
 use crate::outbox::{Outbound, Outbox, PushError};
@@ -29,9 +29,10 @@ pub struct Client {
     pub outbox: Outbox,
     max_channels: usize,
     state: Mutex<ClientState>,
-    /// Its user id for presence (the context key `uid`); each channel also
-    /// keeps it with the subscription (see [`Subscribers`]). Changed only
-    /// under `state`'s lock, never held while taking another lock.
+    /// Its user id for presence (the context key `uid`); a large channel
+    /// also records it in its counts (see [`UserCounts`]). Changed only
+    /// under `state`'s lock; a leaf lock: nothing else is taken while it is
+    /// held.
     user: Mutex<Option<Arc<str>>>,
 }
 
@@ -88,55 +89,98 @@ pub fn valid_channel(ch: &str) -> bool {
     !ch.is_empty() && ch.len() <= 256 && !ch.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-/// The local subscribers of one channel, and how many of them each user
-/// has: presence reads the channel alone (its client ids and its users),
-/// never each client, so a channel of 100,000 is answered from two maps.
+/// Channels with at least this many subscribers count their users, so
+/// presence of a large channel reads one small map instead of visiting every
+/// subscriber; smaller channels are visited when asked (at most this many
+/// entries), which keeps the many one-user channels (`user:<uid>`) as small
+/// as they were before presence.
+const COUNT_USERS_FROM: usize = 128;
+/// A channel that shrinks below this drops its user counts again (not at
+/// [`COUNT_USERS_FROM`]: a channel hovering there would rebuild them on
+/// every join).
+const DROP_USER_COUNTS_BELOW: usize = COUNT_USERS_FROM / 2;
+
+/// The local subscribers of one channel; a large one also counts its users.
 #[derive(Default)]
 struct Subscribers {
-    clients: HashMap<ClientId, Subscription>,
-    users: HashMap<Arc<str>, u32>,
+    clients: HashMap<ClientId, Arc<Client>>,
+    /// Kept from [`COUNT_USERS_FROM`] subscribers on.
+    users: Option<Box<UserCounts>>,
 }
 
-/// One client in a channel, with the user it is counted as there.
-struct Subscription {
-    client: Arc<Client>,
-    user: Option<Arc<str>>,
+/// The users of a large channel. Changed only under the channel's shard
+/// lock. Each subscriber's user is recorded as counted here, so a change
+/// of user ([`Hub::set_user`]) moves exactly what was counted, whether the
+/// counts were built before or after the client's user changed.
+#[derive(Default)]
+struct UserCounts {
+    /// The user each subscriber that has one is counted as.
+    of: HashMap<ClientId, Arc<str>>,
+    /// Subscribers per user.
+    count: HashMap<Arc<str>, u32>,
+}
+
+impl UserCounts {
+    fn set(&mut self, id: ClientId, user: Option<Arc<str>>) {
+        if let Some(old) = self.of.remove(&id)
+            && let Some(n) = self.count.get_mut(&old)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.count.remove(&old);
+            }
+        }
+        if let Some(u) = user {
+            *self.count.entry(u.clone()).or_insert(0) += 1;
+            self.of.insert(id, u);
+        }
+    }
 }
 
 impl Subscribers {
-    fn count_user(&mut self, user: &Option<Arc<str>>, add: bool) {
-        let Some(u) = user else { return };
-        if add {
-            *self.users.entry(u.clone()).or_insert(0) += 1;
-        } else if let Some(n) = self.users.get_mut(u) {
-            *n -= 1;
-            if *n == 0 {
-                self.users.remove(u);
-            }
+    fn add(&mut self, client: Arc<Client>) {
+        if let Some(users) = self.users.as_mut() {
+            users.set(client.id, client.user());
         }
-    }
-
-    fn add(&mut self, client: Arc<Client>, user: Option<Arc<str>>) {
-        self.count_user(&user, true);
-        let id = client.id;
-        if let Some(old) = self.clients.insert(id, Subscription { client, user }) {
-            self.count_user(&old.user, false);
+        self.clients.insert(client.id, client);
+        if self.users.is_none() && self.clients.len() >= COUNT_USERS_FROM {
+            let mut users = Box::<UserCounts>::default();
+            for c in self.clients.values() {
+                users.set(c.id, c.user());
+            }
+            self.users = Some(users);
         }
     }
 
     fn remove(&mut self, id: ClientId) {
-        if let Some(old) = self.clients.remove(&id) {
-            self.count_user(&old.user, false);
+        self.clients.remove(&id);
+        if self.clients.len() < DROP_USER_COUNTS_BELOW {
+            self.users = None;
+        } else if let Some(users) = self.users.as_mut() {
+            users.set(id, None);
         }
     }
 
     fn set_user(&mut self, id: ClientId, user: Option<Arc<str>>) {
-        let Some(sub) = self.clients.get_mut(&id) else {
-            return;
-        };
-        let old = std::mem::replace(&mut sub.user, user.clone());
-        self.count_user(&old, false);
-        self.count_user(&user, true);
+        if let Some(users) = self.users.as_mut()
+            && self.clients.contains_key(&id)
+        {
+            users.set(id, user);
+        }
+    }
+
+    /// The distinct users among the subscribers.
+    fn users(&self) -> Vec<Arc<str>> {
+        match &self.users {
+            Some(users) => users.count.keys().cloned().collect(),
+            None => {
+                let mut all: Vec<Arc<str>> =
+                    self.clients.values().filter_map(|c| c.user()).collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+        }
     }
 }
 
@@ -222,7 +266,7 @@ impl Hub {
     pub fn subscribers(&self, ch: &str) -> Vec<Arc<Client>> {
         self.channels
             .get(ch)
-            .map(|m| m.clients.values().map(|s| s.client.clone()).collect())
+            .map(|m| m.clients.values().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -267,14 +311,13 @@ impl Hub {
         }
         let name: Arc<str> = Arc::from(ch);
         let mut first = false;
-        let user = client.user();
         self.channels
             .entry(name.clone())
             .or_insert_with(|| {
                 first = true;
                 Subscribers::default()
             })
-            .add(client.clone(), user);
+            .add(client.clone());
         st.channels.push(name);
         Ok(first)
     }
@@ -314,8 +357,8 @@ impl Hub {
     pub fn publish(&self, p: &Arc<Publication>) -> Delivery {
         let mut d = Delivery::default();
         if let Some(subs) = self.channels.get(&*p.channel) {
-            for s in subs.clients.values() {
-                match s.client.outbox.push(Outbound::Publication(p.clone())) {
+            for c in subs.clients.values() {
+                match c.outbox.push(Outbound::Publication(p.clone())) {
                     Ok(()) => d.success += 1,
                     Err(_) => d.fail += 1,
                 }
@@ -340,7 +383,7 @@ impl Hub {
     }
 
     /// The local presence of `ch`: its subscribers, their client ids when
-    /// `ids`, and their distinct users; read from the channel's entry alone.
+    /// `ids`, and their distinct users (a large channel's from its counts).
     pub fn presence(&self, ch: &str, ids: bool) -> Presence {
         let Some(subs) = self.channels.get(ch) else {
             return Presence::default();
@@ -352,7 +395,7 @@ impl Hub {
             } else {
                 Vec::new()
             },
-            users: subs.users.keys().cloned().collect(),
+            users: subs.users(),
             ..Default::default()
         }
     }
@@ -462,6 +505,115 @@ mod tests {
         }
         assert_eq!(hub.presence("x", false).users, vec![Arc::from("u3")]);
         assert_eq!(hub.presence("y", false), Presence::default());
+    }
+
+    #[test]
+    fn a_large_channel_counts_users_and_they_stay_exact_as_it_changes() {
+        let hub = Hub::new(1);
+        let clients: Vec<Arc<Client>> = (0..200)
+            .map(|_| {
+                let c = Arc::new(Client::new(hub.next_id(), 0, (8, 1 << 20), 3));
+                hub.register(c.clone());
+                c
+            })
+            .collect();
+        let user = |i: usize| Some(Arc::<str>::from(format!("u{}", i % 50)));
+        // What presence must say: the distinct users of those still in.
+        let expected = |members: &[usize], users: &[Option<Arc<str>>]| {
+            let mut v: Vec<Arc<str>> = members.iter().filter_map(|&i| users[i].clone()).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        // The distinct users presence answers, once the counts (when kept)
+        // are checked against the subscriptions one by one.
+        let users_of = |hub: &Hub| {
+            if let Some(subs) = hub.channels.get("big")
+                && let Some(counts) = &subs.users
+            {
+                let mut recount = HashMap::new();
+                for u in subs.clients.values().filter_map(|c| c.user()) {
+                    *recount.entry(u).or_insert(0u32) += 1;
+                }
+                assert_eq!(counts.count, recount);
+            }
+            let mut v = hub.presence("big", false).users;
+            v.sort();
+            v
+        };
+        let counted = |hub: &Hub| hub.channels.get("big").is_some_and(|s| s.users.is_some());
+        let mut users: Vec<Option<Arc<str>>> = vec![None; 200];
+        // Even clients have a user before they join, odd ones get it after.
+        for (i, c) in clients.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            hub.set_user(c, user(i));
+            users[i] = user(i);
+        }
+        let mut members = Vec::new();
+        for (i, c) in clients.iter().enumerate().take(COUNT_USERS_FROM) {
+            assert!(!counted(&hub), "counted from {i} subscribers");
+            hub.subscribe(c, "big").unwrap();
+            members.push(i);
+        }
+        assert!(counted(&hub));
+        assert_eq!(users_of(&hub), expected(&members, &users));
+        for (i, c) in clients.iter().enumerate().skip(COUNT_USERS_FROM) {
+            hub.subscribe(c, "big").unwrap();
+            members.push(i);
+        }
+        for (i, c) in clients.iter().enumerate().filter(|(i, _)| i % 2 == 1) {
+            hub.set_user(c, user(i + 7));
+            users[i] = user(i + 7);
+        }
+        assert_eq!(users_of(&hub), expected(&members, &users));
+        // Users change and leave while counted, then below the drop mark.
+        for i in (0..200).step_by(3) {
+            hub.set_user(&clients[i], None);
+            users[i] = None;
+        }
+        while members.len() > DROP_USER_COUNTS_BELOW {
+            let i = members.pop().unwrap();
+            hub.unsubscribe(&clients[i], "big");
+            assert_eq!(users_of(&hub), expected(&members, &users));
+            assert!(counted(&hub));
+        }
+        let i = members.pop().unwrap();
+        hub.unsubscribe(&clients[i], "big");
+        assert!(!counted(&hub));
+        assert_eq!(users_of(&hub), expected(&members, &users));
+    }
+
+    /// `Hub::set_user` first changes the client's user, then each of its
+    /// channels; a channel may start counting in between. Forced here: the
+    /// counts are built between the two steps, then the second runs.
+    #[test]
+    fn a_user_change_racing_the_counts_being_built_is_counted_once() {
+        let hub = Hub::new(1);
+        let user = |s: &str| Some(Arc::<str>::from(s));
+        let clients: Vec<Arc<Client>> = (0..COUNT_USERS_FROM)
+            .map(|_| {
+                let c = Arc::new(Client::new(hub.next_id(), 0, (8, 1 << 20), 3));
+                hub.register(c.clone());
+                c
+            })
+            .collect();
+        let (racer, rest) = clients.split_first().unwrap();
+        hub.set_user(racer, user("old"));
+        hub.subscribe(racer, "big").unwrap();
+        for c in &rest[1..] {
+            hub.subscribe(c, "big").unwrap();
+        }
+        // Step one of set_user, then the join that makes "big" count.
+        *racer.user.lock() = user("new");
+        hub.subscribe(&rest[0], "big").unwrap();
+        // Step two.
+        hub.channels
+            .get_mut("big")
+            .unwrap()
+            .set_user(racer.id, user("new"));
+        let subs = hub.channels.get("big").unwrap();
+        let counts = &subs.users.as_ref().expect("counted").count;
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts.get("new"), Some(&1));
     }
 
     #[test]

@@ -75,12 +75,20 @@ pub struct ConnLocal {
     /// hearing its latest channels), set by `conn:subscribe`.
     /// (A `Cell`, not a `RefCell`: 8 bytes less in every connection.)
     hold_interest: Cell<Option<BoxFuture<'static, ()>>>,
-    /// Channels subscribed with a position and their writer gate; made
-    /// on the first such subscribe (8 bytes in every other connection).
-    tracks: OnceCell<Box<Tracks>>,
+    /// What only some connections use, made on first use (8 bytes in
+    /// every other connection).
+    extra: OnceCell<Box<Extra>>,
+    ctx: Rc<CtxRef>,
+}
+
+/// The parts of [`ConnLocal`] few connections use.
+#[derive(Default)]
+struct Extra {
+    /// Channels subscribed with a position and their writer gate; made on
+    /// the first such subscribe.
+    tracks: OnceCell<Tracks>,
     /// Named events (Socket.IO); `None` on WebSocket servers.
     events: RefCell<Option<Rc<dyn EventSink>>>,
-    ctx: Rc<CtxRef>,
 }
 
 /// Shared, worker-wide handles a connection needs outside Lua callbacks.
@@ -112,8 +120,7 @@ impl ConnLocal {
             context_changed: Notify::new(),
             script_version: Cell::new(0),
             hold_interest: Cell::new(None),
-            tracks: OnceCell::new(),
-            events: RefCell::new(None),
+            extra: OnceCell::new(),
             ctx,
         });
         let ud = lua.create_userdata(LuaConn {
@@ -126,7 +133,16 @@ impl ConnLocal {
 
     /// Gives the connection named events (`conn:emit`).
     pub fn set_events(&self, sink: Rc<dyn EventSink>) {
-        *self.events.borrow_mut() = Some(sink);
+        *self.extra().events.borrow_mut() = Some(sink);
+    }
+
+    fn extra(&self) -> &Extra {
+        self.extra.get_or_init(Box::default)
+    }
+
+    /// Its named events, on a Socket.IO server.
+    fn events(&self) -> Option<Rc<dyn EventSink>> {
+        self.extra.get()?.events.borrow().clone()
     }
 
     fn emit(
@@ -136,7 +152,7 @@ impl ConnLocal {
         event: &str,
         args: MultiValue,
     ) -> Result<(), String> {
-        let sink = self.events.borrow().clone();
+        let sink = self.events();
         match sink {
             Some(s) => s.emit(lua, namespace, event, args),
             None => Err("conn:emit needs a Socket.IO connection (protocol: socketio)".into()),
@@ -171,7 +187,9 @@ impl ConnLocal {
 
     /// Releases every Lua reference so the VM can collect them.
     pub fn release(&self) {
-        self.events.borrow_mut().take();
+        if let Some(extra) = self.extra.get() {
+            extra.events.borrow_mut().take();
+        }
         for slot in [&self.env, &self.ud, &self.context] {
             if let Some(key) = slot.borrow_mut().take() {
                 let _ = self.lua.remove_registry_value(key);
@@ -232,13 +250,13 @@ impl ConnLocal {
 
     /// The channels subscribed with a position, if any was.
     pub fn tracks(&self) -> Option<&Tracks> {
-        self.tracks.get().map(|t| &**t)
+        self.extra.get()?.tracks.get()
     }
 
     fn tracks_made(&self) -> &Tracks {
-        self.tracks.get_or_init(|| {
+        self.extra().tracks.get_or_init(|| {
             let size = self.ctx.outbound_queue_sizes.get(self.server).copied();
-            Box::new(Tracks::new(size.unwrap_or(1)))
+            Tracks::new(size.unwrap_or(1))
         })
     }
 
@@ -260,7 +278,7 @@ impl ConnLocal {
     ) -> Result<Recovery, String> {
         let mesh = self.ctx.mesh.clone();
         // Socket.IO sessions write their own frames: no replay there.
-        let socketio = self.events.borrow().is_some();
+        let socketio = self.events().is_some();
         if socketio || mesh.history_policy(ch).is_none() {
             mesh.subscribe(&self.client, ch)
                 .map_err(|e| e.to_string())?;

@@ -211,6 +211,14 @@ impl LuaRuntime {
         chunk.call::<()>(())
     }
 
+    /// Whether the script of `conn` defines hook `name`: asked before
+    /// building arguments that cost something to make.
+    pub fn defines(&self, conn: &Rc<ConnLocal>, name: &str) -> bool {
+        self.refresh(conn);
+        conn.env()
+            .is_some_and(|env| matches!(env.raw_get(name), Ok(mlua::Value::Function(_))))
+    }
+
     /// Starts hook `name` of `conn` with `args` (the connection object is
     /// appended as the last argument). `None` when the script does not define it.
     pub fn hook(

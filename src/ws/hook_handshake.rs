@@ -14,6 +14,11 @@ pub async fn run(
     conn: &Rc<ConnLocal>,
     req: &UpgradeRequest,
 ) -> Option<(u16, String)> {
+    // Most scripts have no on_handshake: make no tables for nobody (they
+    // would be garbage in every connection's VM until the next collection).
+    if !vm.defines(conn, "on_handshake") {
+        return None;
+    }
     let lua = vm.lua();
     let build = || -> mlua::Result<(String, mlua::Table, mlua::Table)> {
         let headers = headers_table(lua, &req.headers)?;
