@@ -8,6 +8,7 @@
 #   bench/delivery_cost.sh BIN [BIN...]     (N=200 clients, M=300 publishes)
 #   HOW="http ws" N=200 M=300 KEEP=1 bench/delivery_cost.sh target/release/connmix
 #   PERF=1 bench/delivery_cost.sh BIN...    (no callgrind: perf stat instead)
+#   CLUSTER=1 N=1 M=2000 bench/delivery_cost.sh BIN...   (cross-node publish)
 #
 # For each binary and each way of publishing: a fresh gateway under
 # callgrind (one API port, one WebSocket server whose script joins "all" on
@@ -18,7 +19,10 @@
 # With PERF=1 the gateway runs natively and `perf stat` counts, over the same
 # span, its system calls and context switches (also deterministic enough:
 # they follow from the code, not from the clock) and CPU time (not).
-# Needs valgrind (or perf) and python3 with `websockets` (pip-installed if
+# With CLUSTER=1 two cluster nodes share a private redis-server: the clients
+# are on node B, the publishes go to node A, and node A is measured: with
+# N=1 that is what node A spends per cross-node publish (personal push).
+# Needs valgrind (or perf), redis-server for CLUSTER, and python3 with `websockets` (pip-installed if
 # missing).
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,17p "$0"; exit 2; }
@@ -28,7 +32,13 @@ HOW=${HOW:-http ws}
 HERE=$(cd "$(dirname "$0")" && pwd)
 python3 -c 'import websockets' 2>/dev/null || python3 -m pip install -q websockets
 DIR=$(mktemp -d)
-[ -n "${KEEP:-}" ] || trap 'rm -rf "$DIR"' EXIT
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -n "${KEEP:-}" ] || rm -rf "$DIR"
+}
+trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cat >"$DIR/cost.lua" <<'EOF'
 function on_message(msg, conn)
@@ -43,18 +53,17 @@ if [ -n "${PERF:-}" ]; then
 else
     printf '| binary | publish over | instructions per delivery |\n|---|---|---:|\n'
 fi
-for BIN in "$@"; do
-    for how in $HOW; do
-        API=$(free_port)
-        WS=$(free_port)
-        cat >"$DIR/connmix.yaml" <<EOF
+# config NAME API_PORT WS_PORT: a node's config file (a cluster node with
+# CLUSTER=1).
+config() {
+    cat >"$DIR/$1.yaml" <<EOF
 logging: { level: warn }
 access: { users: [] }
 engine:
   workers: 2
-  apiServer: { port: $API, bind: 127.0.0.1 }
+  apiServer: { port: $2, bind: 127.0.0.1 }
   servers:
-    - port: $WS
+    - port: $3
       bind: 127.0.0.1
       protocol: websocket
       options: [ { name: path, value: /chat } ]
@@ -62,22 +71,55 @@ engine:
       byteCodeExpires: 0
       outboundQueueSize: 4096
 EOF
+    if [ -n "${CLUSTER:-}" ]; then
+        echo "  cluster: { addr: '127.0.0.1:$REDIS', prefix: cost$PREFIX, nodeId: $1 }" >>"$DIR/$1.yaml"
+    fi
+}
+wait_port() { # PORT PID LOG
+    for _ in $(seq 1 600); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+        kill -0 "$2" 2>/dev/null || { cat "$3"; exit 1; }
+        sleep 0.2
+    done
+}
+MODE=dev
+if [ -n "${CLUSTER:-}" ]; then
+    MODE=engine
+    REDIS=$(free_port)
+    redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no --logfile "" >/dev/null &
+    PIDS+=($!)
+    for _ in $(seq 1 100); do redis-cli -p "$REDIS" ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+for BIN in "$@"; do
+    for how in $HOW; do
+        API=$(free_port)
+        WS=$(free_port)
+        PREFIX=$RANDOM
+        config a "$API" "$WS"
         OUT="$DIR/$(basename "$BIN").$how"
         if [ -n "${PERF:-}" ]; then
-            "$BIN" dev -f "$DIR/connmix.yaml" >"$OUT.log" 2>&1 &
+            "$BIN" "$MODE" -f "$DIR/a.yaml" >"$OUT.log" 2>&1 &
         else
             valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" \
-                "$BIN" dev -f "$DIR/connmix.yaml" >"$OUT.log" 2>&1 &
+                "$BIN" "$MODE" -f "$DIR/a.yaml" >"$OUT.log" 2>&1 &
         fi
         VG=$!
-        for _ in $(seq 1 600); do
-            (exec 3<>"/dev/tcp/127.0.0.1/$WS") 2>/dev/null && break
-            kill -0 $VG 2>/dev/null || { cat "$OUT.log"; exit 1; }
-            sleep 0.2
-        done
-        PERF_OUT=${PERF:+$OUT.perf} python3 "$HERE/delivery_cost.py" "$VG" "$API" "$WS" "$N" "$M" "$how"
+        wait_port "$WS" $VG "$OUT.log"
+        CLIENT_WS=$WS
+        if [ -n "${CLUSTER:-}" ]; then
+            CLIENT_WS=$(free_port)
+            config b "$(free_port)" "$CLIENT_WS"
+            "$BIN" engine -f "$DIR/b.yaml" >"$OUT.b.log" 2>&1 &
+            B=$!
+            wait_port "$CLIENT_WS" $B "$OUT.b.log"
+        fi
+        PERF_OUT=${PERF:+$OUT.perf} python3 "$HERE/delivery_cost.py" "$VG" "$API" "$CLIENT_WS" "$N" "$M" "$how"
         kill -TERM $VG
         wait $VG || true
+        if [ -n "${CLUSTER:-}" ]; then
+            kill -TERM $B
+            wait $B || true
+        fi
         if [ -n "${PERF:-}" ]; then
             # perf stat -x, lines: value,unit,event,... (task-clock in ms)
             python3 - "$OUT.perf" "$BIN" "$how" $((N * M)) <<'PY'

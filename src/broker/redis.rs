@@ -138,9 +138,7 @@ impl RedisBroker {
         Arc::new_cyclic(|this| Self {
             node,
             node_id,
-            names: Names {
-                prefix: cfg.prefix.clone(),
-            },
+            names: Names::new(&cfg.prefix),
             cfg,
             client,
             cmd,

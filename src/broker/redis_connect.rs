@@ -10,9 +10,24 @@ use std::time::Duration;
 /// Connection settings and names derived from `engine.cluster`.
 pub struct Names {
     pub prefix: String,
+    /// The node-view keys every publish script reads (see
+    /// `requests::AUDIENCE_LUA`), made once rather than per publish.
+    pub view: [String; 4],
 }
 
 impl Names {
+    pub fn new(prefix: &str) -> Self {
+        let view = [
+            super::sync::generation_key(prefix),
+            format!("{prefix}:nodes"),
+            super::sync::synced_key(prefix),
+            super::sync::epoch_key(prefix),
+        ];
+        Self {
+            prefix: prefix.to_string(),
+            view,
+        }
+    }
     pub fn channel(&self, ch: &str) -> String {
         format!("{}:ch:{ch}", self.prefix)
     }
@@ -82,9 +97,7 @@ pub async fn connect(
     .await
     .map_err(|_| err("timed out connecting".into()))?
     .map_err(|e| err(e.to_string()))?;
-    let names = Names {
-        prefix: cfg.prefix.clone(),
-    };
+    let names = Names::new(&cfg.prefix);
     let expiry_ms = cfg.node_expiry * 1000;
     for _ in 0..1000 {
         let n: u32 = redis::cmd("INCR")

@@ -11,14 +11,13 @@
 
 use super::deadline::{EXPIRED, with_deadline};
 use super::redis::RedisBroker;
-use super::sync::{SyncView, epoch_key, generation_key, synced_key};
+use super::sync::SyncView;
 use super::wire::{AckStatus, Wire};
 use super::{BrokerError, RemoteDelivery};
 use crate::client_id::{ClientId, node_of};
 use crate::frame::{FrameType, parts};
 use crate::publication::Publication;
 use bytes::Bytes;
-use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -182,12 +181,13 @@ impl RedisBroker {
 
     /// `KEYS[2..6]` of a publish script (see [`AUDIENCE_LUA`]).
     pub(super) fn audience_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, ch: &str) {
+        let [generation, nodes, synced, epoch] = &self.names.view;
         invocation
             .key(self.names.chnodes(ch))
-            .key(generation_key(&self.names.prefix))
-            .key(self.names.nodes())
-            .key(synced_key(&self.names.prefix))
-            .key(epoch_key(&self.names.prefix));
+            .key(generation)
+            .key(nodes)
+            .key(synced)
+            .key(epoch);
     }
 
     /// Waits for the reports of a publish's audience until the request's
@@ -220,14 +220,17 @@ impl RedisBroker {
         // Every registered node is waited for, also one this node's live
         // view does not have yet (it re-registered since the last heartbeat):
         // ignoring it would answer its subscribers as a silent s:0.
-        let mut expected: HashSet<u32> = members
+        // Node sets are a handful of numbers: vectors, not hash sets (a
+        // publish builds several).
+        let mut expected: Vec<u32> = members
             .into_iter()
             .filter(|m| (with_self || *m != self.node) && !unsynced.contains(m))
             .collect();
         let mut out = RemoteDelivery::default();
-        let mut reported = HashSet::new();
+        let mut reported = Vec::new();
         let mut count = |(from, s, f): (u32, u64, u64), out: &mut RemoteDelivery| {
-            if reported.insert(from) {
+            if !reported.contains(&from) {
+                reported.push(from);
                 out.success += s;
                 out.fail += f;
             }
@@ -236,7 +239,7 @@ impl RedisBroker {
         while receivers > 0 && !expected.is_empty() {
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(report)) => {
-                    expected.remove(&report.0);
+                    expected.retain(|n| *n != report.0);
                     count(report, &mut out);
                 }
                 Ok(None) | Err(_) => break,
@@ -250,10 +253,9 @@ impl RedisBroker {
             .into_iter()
             .chain(unsynced)
             .filter(|n| !reported.contains(n))
-            .collect::<HashSet<u32>>()
-            .into_iter()
             .collect();
         missing.sort_unstable();
+        missing.dedup();
         out.missing = missing.into_iter().map(|n| self.node_name(n)).collect();
         out
     }
@@ -263,8 +265,8 @@ impl RedisBroker {
     /// lost its data since the last heartbeat (the epoch changed), every
     /// live node not in `p:synced`; and the nodes the heartbeat holds (see
     /// [`super::sync::SyncState::held`]).
-    fn unsynced(&self, view: &SyncView) -> HashSet<u32> {
-        let mut out: HashSet<u32> = view.unsynced.iter().copied().collect();
+    fn unsynced(&self, view: &SyncView) -> Vec<u32> {
+        let mut out: Vec<u32> = view.unsynced.clone();
         if view.epoch.is_empty() || !self.sync.is_seen_epoch(&view.epoch) {
             let live = self.live.read();
             out.extend(live.keys().filter(|n| !view.synced.contains(n)));
@@ -272,7 +274,9 @@ impl RedisBroker {
         if !self.sync.none_held() {
             out.extend(self.sync.held());
         }
-        out.remove(&self.node);
+        out.retain(|n| *n != self.node);
+        out.sort_unstable();
+        out.dedup();
         out
     }
 
