@@ -32,6 +32,7 @@ pub mod redis_history;
 pub mod redis_idempotency;
 pub mod redis_presence;
 pub mod redis_queue;
+pub mod redis_script;
 pub mod requests;
 pub mod subscriber;
 pub mod sync;

@@ -25,7 +25,8 @@ use super::history::{
     Appended, Deliver, History, HistoryError, Page, Position, Publication, check_since, new_epoch,
 };
 use super::redis::RedisBroker;
-use super::requests::{AUDIENCE_LUA, Audience, PUBLISH_TIMED_OUT, ViewRead};
+use super::redis_script::Eval;
+use super::requests::{AUDIENCE_KEYS, AUDIENCE_LUA, Audience, PUBLISH_TIMED_OUT, ViewRead};
 use super::wire::history_publish_head;
 use crate::config::HistoryConfig;
 use crate::frame::{FrameType, frame, parts};
@@ -132,10 +133,9 @@ impl RedisHistory {
             p.event.as_deref(),
         );
         let ch = &*p.channel;
-        let mut invocation = PUBLISH_SCRIPT.key(b.names.channel(ch));
-        b.audience_keys(&mut invocation, ch);
-        invocation
-            .key(self.stream_key(ch))
+        let mut eval = Eval::new(&PUBLISH_SCRIPT, AUDIENCE_KEYS + 2);
+        b.audience_keys(&mut eval, ch);
+        eval.key(self.stream_key(ch))
             .key(self.meta_key(ch))
             .arg(head.as_ref())
             .arg(request.deadline)
@@ -148,8 +148,7 @@ impl RedisHistory {
             .arg(policy.meta_ttl)
             .arg(&*new_epoch());
         let mut cmd = b.cmd.clone();
-        let invoked =
-            invocation.invoke_async::<(i64, Vec<u32>, Option<ViewRead>, u64, String)>(&mut cmd);
+        let invoked = eval.invoke::<(i64, Vec<u32>, Option<ViewRead>, u64, String)>(&mut cmd);
         let (receivers, members, read, offset, epoch) =
             match tokio::time::timeout_at(request.until, invoked).await {
                 Ok(Ok(r)) => r,

@@ -11,6 +11,7 @@
 
 use super::deadline::{EXPIRED, with_deadline};
 use super::redis::RedisBroker;
+use super::redis_script::Eval;
 use super::sync::SyncView;
 use super::wire::{AckStatus, Wire};
 use super::{BrokerError, RemoteDelivery};
@@ -65,6 +66,9 @@ static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
         "-1",
     ))
 });
+
+/// Keys [`RedisBroker::audience_keys`] adds: a publish script's first six.
+pub(super) const AUDIENCE_KEYS: usize = 6;
 
 /// What [`PUBLISH_SCRIPT`] returns: receivers, registered nodes and, when
 /// the view changed, `(generation, unsynced, synced, epoch)`.
@@ -138,13 +142,12 @@ impl RedisBroker {
             position: p.position.clone(),
         }
         .encode();
-        let mut invocation = PUBLISH_SCRIPT.key(self.names.channel(ch));
-        self.audience_keys(&mut invocation, ch);
-        invocation
-            .arg(payload.as_ref())
+        let mut eval = Eval::new(&PUBLISH_SCRIPT, AUDIENCE_KEYS);
+        self.audience_keys(&mut eval, ch);
+        eval.arg(payload.as_ref())
             .arg(self.sync.view().generation.as_str());
         let mut cmd = self.cmd.clone();
-        let invoked = invocation.invoke_async::<PublishReply>(&mut cmd);
+        let invoked = eval.invoke::<PublishReply>(&mut cmd);
         let (receivers, members, read) = match tokio::time::timeout_at(request.until, invoked).await
         {
             Ok(Ok(r)) => r,
@@ -179,10 +182,11 @@ impl RedisBroker {
         }
     }
 
-    /// `KEYS[2..6]` of a publish script (see [`AUDIENCE_LUA`]).
-    pub(super) fn audience_keys(&self, invocation: &mut redis::ScriptInvocation<'_>, ch: &str) {
+    /// `KEYS[1..6]` of a publish script: the channel, then what
+    /// [`AUDIENCE_LUA`] reads.
+    pub(super) fn audience_keys(&self, eval: &mut Eval<'_>, ch: &str) {
         let [generation, nodes, synced, epoch] = &self.names.view;
-        invocation
+        eval.key(self.names.channel(ch))
             .key(self.names.chnodes(ch))
             .key(generation)
             .key(nodes)
