@@ -9,6 +9,7 @@
 #   HOW="http ws" N=200 M=300 KEEP=1 bench/delivery_cost.sh target/release/connmix
 #   PERF=1 bench/delivery_cost.sh BIN...    (no callgrind: perf stat instead)
 #   CLUSTER=1 N=1 M=2000 bench/delivery_cost.sh BIN...   (cross-node publish)
+#   CLUSTER=b N=1 M=2000 bench/delivery_cost.sh BIN...   (the receiving node's share)
 #
 # For each binary and each way of publishing: a fresh gateway under
 # callgrind (one API port, one WebSocket server whose script joins "all" on
@@ -22,6 +23,7 @@
 # With CLUSTER=1 two cluster nodes share a private redis-server: the clients
 # are on node B, the publishes go to node A, and node A is measured: with
 # N=1 that is what node A spends per cross-node publish (personal push).
+# CLUSTER=b measures node B instead: what receiving one costs.
 # Needs valgrind (or perf), redis-server for CLUSTER, and python3 with `websockets` (pip-installed if
 # missing).
 set -euo pipefail
@@ -97,21 +99,35 @@ for BIN in "$@"; do
         PREFIX=$RANDOM
         config a "$API" "$WS"
         OUT="$DIR/$(basename "$BIN").$how"
-        if [ -n "${PERF:-}" ]; then
-            "$BIN" "$MODE" -f "$DIR/a.yaml" >"$OUT.log" 2>&1 &
-        else
-            valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" \
-                "$BIN" "$MODE" -f "$DIR/a.yaml" >"$OUT.log" 2>&1 &
-        fi
-        VG=$!
-        wait_port "$WS" $VG "$OUT.log"
+        # measured NODE LOG: starts the node to measure (sets VG)
+        measured() {
+            if [ -n "${PERF:-}" ]; then
+                "$BIN" "$MODE" -f "$DIR/$1.yaml" >"$2" 2>&1 &
+            else
+                valgrind --tool=callgrind --callgrind-out-file="$OUT.%p" \
+                    "$BIN" "$MODE" -f "$DIR/$1.yaml" >"$2" 2>&1 &
+            fi
+            VG=$!
+        }
         CLIENT_WS=$WS
-        if [ -n "${CLUSTER:-}" ]; then
+        if [ "${CLUSTER:-}" = b ]; then
+            "$BIN" engine -f "$DIR/a.yaml" >"$OUT.log" 2>&1 &
+            B=$!
+            wait_port "$WS" $B "$OUT.log"
             CLIENT_WS=$(free_port)
             config b "$(free_port)" "$CLIENT_WS"
-            "$BIN" engine -f "$DIR/b.yaml" >"$OUT.b.log" 2>&1 &
-            B=$!
-            wait_port "$CLIENT_WS" $B "$OUT.b.log"
+            measured b "$OUT.b.log"
+            wait_port "$CLIENT_WS" $VG "$OUT.b.log"
+        else
+            measured a "$OUT.log"
+            wait_port "$WS" $VG "$OUT.log"
+            if [ -n "${CLUSTER:-}" ]; then
+                CLIENT_WS=$(free_port)
+                config b "$(free_port)" "$CLIENT_WS"
+                "$BIN" engine -f "$DIR/b.yaml" >"$OUT.b.log" 2>&1 &
+                B=$!
+                wait_port "$CLIENT_WS" $B "$OUT.b.log"
+            fi
         fi
         PERF_OUT=${PERF:+$OUT.perf} python3 "$HERE/delivery_cost.py" "$VG" "$API" "$CLIENT_WS" "$N" "$M" "$how"
         kill -TERM $VG

@@ -239,9 +239,12 @@ impl RedisBroker {
         let this = self.clone();
         tokio::spawn(async move {
             let mut cmd = this.cmd.clone();
-            let _: Result<i64, _> = redis::cmd("PUBLISH")
-                .arg(this.names.node_channel(node))
-                .arg(msg.encode().as_ref())
+            let (channel, body) = (this.names.node_channel(node), msg.encode());
+            // Sized once: a command grown argument by argument reallocates.
+            let _: Result<i64, _> = redis::Cmd::with_capacity(3, 16 + channel.len() + body.len())
+                .arg("PUBLISH")
+                .arg(channel)
+                .arg(body.as_ref())
                 .query_async(&mut cmd)
                 .await;
         });

@@ -41,7 +41,7 @@ impl Names {
         self.join(":ch:", ch)
     }
     pub fn node_channel(&self, n: u32) -> String {
-        format!("{}:node:{n}", self.prefix)
+        self.join(":node:", &n.to_string())
     }
     pub fn node_key(&self, n: u32) -> String {
         format!("{}:node:{n}", self.prefix)

@@ -26,7 +26,9 @@ use super::history::{
 };
 use super::redis::RedisBroker;
 use super::redis_script::Eval;
-use super::requests::{AUDIENCE_KEYS, AUDIENCE_LUA, Audience, PUBLISH_TIMED_OUT, ViewRead};
+use super::requests::{
+    AUDIENCE_KEY_BYTES, AUDIENCE_KEYS, AUDIENCE_LUA, Audience, PUBLISH_TIMED_OUT, ViewRead,
+};
 use super::wire::history_publish_head;
 use crate::config::HistoryConfig;
 use crate::frame::{FrameType, frame, parts};
@@ -133,7 +135,8 @@ impl RedisHistory {
             p.event.as_deref(),
         );
         let ch = &*p.channel;
-        let mut eval = Eval::new(&PUBLISH_SCRIPT, AUDIENCE_KEYS + 2);
+        let bytes = AUDIENCE_KEY_BYTES + 4 * (b.names.prefix.len() + ch.len()) + data.len() + 128;
+        let mut eval = Eval::new(&PUBLISH_SCRIPT, AUDIENCE_KEYS + 2, 10, bytes);
         b.audience_keys(&mut eval, ch);
         eval.key(self.stream_key(ch))
             .key(self.meta_key(ch))

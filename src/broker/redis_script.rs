@@ -17,10 +17,11 @@ pub struct Eval<'a> {
 }
 
 impl<'a> Eval<'a> {
-    /// A call of `script` with `keys` keys.
-    pub fn new(script: &'a Script, keys: usize) -> Self {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(script.get_hash()).arg(keys);
+    /// A call of `script` with `keys` keys and `args` arguments, of about
+    /// `bytes` bytes in all (the command is sized for them once).
+    pub fn new(script: &'a Script, keys: usize, args: usize, bytes: usize) -> Self {
+        let mut cmd = Cmd::with_capacity(3 + keys + args, 64 + bytes);
+        cmd.arg("EVALSHA").arg(script.get_hash()).arg(keys);
         Self {
             script,
             cmd,

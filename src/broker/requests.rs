@@ -69,6 +69,9 @@ static NODE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| {
 
 /// Keys [`RedisBroker::audience_keys`] adds: a publish script's first six.
 pub(super) const AUDIENCE_KEYS: usize = 6;
+/// Their bytes, about, besides the prefix and channel name in the first two
+/// (which [`Eval::new`] is told of separately) and the argument bytes.
+pub(super) const AUDIENCE_KEY_BYTES: usize = 160;
 
 /// What [`PUBLISH_SCRIPT`] returns: receivers, registered nodes and, when
 /// the view changed, `(generation, unsynced, synced, epoch)`.
@@ -142,7 +145,8 @@ impl RedisBroker {
             position: p.position.clone(),
         }
         .encode();
-        let mut eval = Eval::new(&PUBLISH_SCRIPT, AUDIENCE_KEYS);
+        let bytes = AUDIENCE_KEY_BYTES + 2 * (self.names.prefix.len() + ch.len()) + payload.len();
+        let mut eval = Eval::new(&PUBLISH_SCRIPT, AUDIENCE_KEYS, 2, bytes);
         self.audience_keys(&mut eval, ch);
         eval.arg(payload.as_ref())
             .arg(self.sync.view().generation.as_str());
