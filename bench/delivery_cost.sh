@@ -84,6 +84,13 @@ wait_port() { # PORT PID LOG
         sleep 0.2
     done
 }
+# stop PID: SIGTERM, then SIGKILL if it has not exited within 10 s.
+stop() {
+    kill -TERM "$1" 2>/dev/null || return 0
+    for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
 MODE=dev
 if [ -n "${CLUSTER:-}" ]; then
     MODE=engine
@@ -130,12 +137,8 @@ for BIN in "$@"; do
             fi
         fi
         PERF_OUT=${PERF:+$OUT.perf} python3 "$HERE/delivery_cost.py" "$VG" "$API" "$CLIENT_WS" "$N" "$M" "$how"
-        kill -TERM $VG
-        wait $VG || true
-        if [ -n "${CLUSTER:-}" ]; then
-            kill -TERM $B
-            wait $B || true
-        fi
+        stop $VG
+        [ -z "${CLUSTER:-}" ] || stop $B
         if [ -n "${PERF:-}" ]; then
             # perf stat -x, lines: value,unit,event,... (task-clock in ms)
             python3 - "$OUT.perf" "$BIN" "$how" $((N * M)) <<'PY'
