@@ -21,31 +21,17 @@ set -euo pipefail
 cd "$(dirname "$0")"
 N=${N:-10000}
 STEPS=${STEPS:-single two personal}
-step() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 DURATION=${DURATION:-10}
-TARGET_DIR=${CARGO_TARGET_DIR:-../target}
 OUT=${OUT:-results/cluster-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
 
-if [ -n "${CONNMIX_BIN:-}" ]; then
-    (cd .. && cargo build --release -q -p connmix-bench)
-    GW="$CONNMIX_BIN"
-else
-    (cd .. && cargo build --release -q -p connmix -p connmix-bench)
-    GW="$TARGET_DIR/release/connmix"
-fi
-BENCH="$TARGET_DIR/release/connmix-bench"
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+. ./lib.sh
+build_gateway
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --logfile "" >/dev/null &
-pids+=($!)
-# Wait until it answers (not a fixed pause).
-for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis
+port=$REDIS_PORT
 
 # Node config: the bench config with a cluster section; node B on other ports.
 node_config() { # name api ws ws2 socketio
@@ -59,9 +45,8 @@ node_config b 6889 6890 6891 6892
 run_gw() { # mode config log; sets GW_PID
     "$GW" "$1" -f "$2" >"$3" 2>&1 &
     GW_PID=$!
-    pids+=("$GW_PID")
+    PIDS+=("$GW_PID")
 }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 if step single; then
 echo "== single node (connmix dev), $N subscribers" | tee -a "$OUT/bench.log"

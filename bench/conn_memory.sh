@@ -21,9 +21,9 @@ N=${N:-10000}
 HERE=$(cd "$(dirname "$0")" && pwd)
 python3 -c 'import websockets' 2>/dev/null || python3 -m pip install -q websockets
 ulimit -n "$(ulimit -Hn)"
+. "$HERE/lib.sh"
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cat >"$DIR/memory.lua" <<'EOF'
 function on_message(msg, conn)
     local i = string.match(msg.data, "^join (%d+)$")
@@ -65,11 +65,7 @@ engine:
 EOF
     "$BIN" dev -f "$DIR/connmix.yaml" >"$DIR/out" 2>"$DIR/err" &
     GW=$!
-    for _ in $(seq 1 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$WS") 2>/dev/null && break
-        kill -0 $GW 2>/dev/null || { cat "$DIR/err"; exit 1; }
-        sleep 0.1
-    done
+    wait_port "$WS" $GW "$DIR/err"
     BEFORE=$(in_use $GW "$DIR/err")
     coproc CLIENTS { exec python3 "$HERE/conn_memory.py" "$WS" "$N"; }
     read -r line <&"${CLIENTS[0]}"
@@ -77,7 +73,6 @@ EOF
     AFTER=$(in_use $GW "$DIR/err")
     echo >&"${CLIENTS[1]}"
     wait "$CLIENTS_PID" || true
-    kill -TERM $GW
-    wait $GW || true
+    stop $GW
     printf '| %s | %s |\n' "$BIN" $(((AFTER - BEFORE) / N))
 done

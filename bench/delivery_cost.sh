@@ -33,15 +33,9 @@ M=${M:-300}
 HOW=${HOW:-http ws}
 HERE=$(cd "$(dirname "$0")" && pwd)
 python3 -c 'import websockets' 2>/dev/null || python3 -m pip install -q websockets
+. "$HERE/lib.sh"
 DIR=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    [ -n "${KEEP:-}" ] || rm -rf "$DIR"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap 'cleanup; [ -n "${KEEP:-}" ] || rm -rf "$DIR"' EXIT
 cat >"$DIR/cost.lua" <<'EOF'
 function on_message(msg, conn)
     if msg.data == "sub" then
@@ -74,30 +68,13 @@ engine:
       outboundQueueSize: 4096
 EOF
     if [ -n "${CLUSTER:-}" ]; then
-        echo "  cluster: { addr: '127.0.0.1:$REDIS', prefix: cost$PREFIX, nodeId: $1 }" >>"$DIR/$1.yaml"
+        echo "  cluster: { addr: '127.0.0.1:$REDIS_PORT', prefix: cost$PREFIX, nodeId: $1 }" >>"$DIR/$1.yaml"
     fi
-}
-wait_port() { # PORT PID LOG
-    for _ in $(seq 1 600); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
-        kill -0 "$2" 2>/dev/null || { cat "$3"; exit 1; }
-        sleep 0.2
-    done
-}
-# stop PID: SIGTERM, then SIGKILL if it has not exited within 10 s.
-stop() {
-    kill -TERM "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
 }
 MODE=dev
 if [ -n "${CLUSTER:-}" ]; then
     MODE=engine
-    REDIS=$(free_port)
-    redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no --logfile "" >/dev/null &
-    PIDS+=($!)
-    for _ in $(seq 1 100); do redis-cli -p "$REDIS" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    start_redis
 fi
 for BIN in "$@"; do
     for how in $HOW; do

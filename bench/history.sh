@@ -27,27 +27,16 @@ N=${N:-10000}
 ROUNDS=${ROUNDS:-2}
 MISSED=${MISSED:-100}
 DURATION=${DURATION:-10}
-TARGET_DIR=${CARGO_TARGET_DIR:-../target}
 OUT=${OUT:-results/history-$(date +%Y%m%d-%H%M%S)}
 API_PORT=${API_PORT:-7789}
 WS_PORT=${WS_PORT:-7790}
 AUTH_PORT=${AUTH_PORT:-7890}
 STEPS=${STEPS:-broadcast recovery redis}
-step() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 mkdir -p "$OUT"
 ulimit -n "$(ulimit -Hn)"
 
-if [ -n "${CONNMIX_BIN:-}" ]; then
-    (cd .. && cargo build --release -q -p connmix-bench)
-    GW="$CONNMIX_BIN"
-else
-    (cd .. && cargo build --release -q -p connmix -p connmix-bench)
-    GW="$TARGET_DIR/release/connmix"
-fi
-BENCH="$TARGET_DIR/release/connmix-bench"
-
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+. ./lib.sh
+build_gateway
 trap cleanup EXIT
 
 HISTORY="  history:\n    - {channels: 'user:*', historySize: 100, historyTtl: 300}"
@@ -62,10 +51,9 @@ TARGET_ARGS=(--target connmix --ws "ws://127.0.0.1:$WS_PORT/chat" --api "http://
 run_gw() { # mode config log; sets GW_PID
     "$GW" "$1" -f "$2" >"$3" 2>&1 &
     GW_PID=$!
-    pids+=("$GW_PID")
+    PIDS+=("$GW_PID")
 }
 stop_gw() { kill "$1"; wait "$1" 2>/dev/null || true; }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 log() { tee -a "$OUT/bench.log"; }
 
 step broadcast && for round in $(seq 1 "$ROUNDS"); do
@@ -86,11 +74,8 @@ stop_gw "$G"
 fi
 
 step redis || { echo "results in $OUT" | log; exit 0; }
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --logfile "" >/dev/null &
-pids+=($!)
-# Wait until it answers (not a fixed pause).
-for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis
+port=$REDIS_PORT
 sed -e "s/^engine:/engine:\n  cluster: {addr: '127.0.0.1:$port', prefix: bench}/" \
     "$OUT/on.yaml" >"$OUT/node.yaml"
 echo "== cluster node: recovery of $MISSED, Redis memory per 1,000 history channels" | log
