@@ -45,6 +45,8 @@ class Inbox:
 
 
 def wait_until(check, what):
+    """Polls `check` until it holds (with a deadline): for what the client
+    exposes no event for, such as its transport after the upgrade."""
     deadline = time.monotonic() + TIMEOUT
     while not check():
         assert time.monotonic() < deadline, f"never: {what}"
@@ -86,8 +88,7 @@ def scenario_auth_token():
 
 def scenario_bad_token():
     sio = socketio.Client(reconnection=False)
-    errors = []
-    sio.on("connect_error", errors.append)
+    errors = Inbox(sio, "connect_error")
     try:
         sio.connect(ENV["SIO_URL"], auth={"token": "aaa.bbb.ccc"}, wait_timeout=TIMEOUT)
     except socketio.exceptions.ConnectionError:
@@ -95,9 +96,9 @@ def scenario_bad_token():
     else:
         raise AssertionError("connected with a bad token")
     # The script's message reaches the client's connect_error handler.
-    wait_until(lambda: errors, "connect_error")
-    message = errors[0]["message"] if isinstance(errors[0], dict) else errors[0]
-    assert message.startswith("Auth failed"), errors
+    (error,) = errors.get()
+    message = error["message"] if isinstance(error, dict) else error
+    assert message.startswith("Auth failed"), error
 
 
 def scenario_binary():
