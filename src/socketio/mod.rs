@@ -18,6 +18,7 @@
 pub mod engineio_packet;
 pub mod events;
 pub mod http;
+pub mod packets;
 pub mod session;
 pub mod socketio_packet;
 pub mod target;
