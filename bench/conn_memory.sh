@@ -46,23 +46,8 @@ printf '| binary | heap per idle connection (bytes) |\n|---|---:|\n'
 for BIN in "$@"; do
     API=$(free_port)
     WS=$(free_port)
-    cat >"$DIR/connmix.yaml" <<EOF
-logging: { level: warn }
-access: { users: [] }
-engine:
-  workers: 2
-  apiServer: { port: $API, bind: 127.0.0.1 }
-  servers:
-    - port: $WS
-      bind: 127.0.0.1
-      protocol: websocket
-      options: [ { name: path, value: /chat } ]
-      entry: $DIR/memory.lua
-      byteCodeExpires: 0
-      readBufferSize: 1024
-      writeBufferSize: 1024
-      maxConnections: 200000
-EOF
+    one_server_config "$DIR/connmix.yaml" "$API" "$WS" "$DIR/memory.lua" \
+        "readBufferSize: 1024" "writeBufferSize: 1024" "maxConnections: 200000"
     "$BIN" dev -f "$DIR/connmix.yaml" >"$DIR/out" 2>"$DIR/err" &
     GW=$!
     wait_port "$WS" $GW "$DIR/err"

@@ -52,21 +52,7 @@ fi
 # config NAME API_PORT WS_PORT: a node's config file (a cluster node with
 # CLUSTER=1).
 config() {
-    cat >"$DIR/$1.yaml" <<EOF
-logging: { level: warn }
-access: { users: [] }
-engine:
-  workers: 2
-  apiServer: { port: $2, bind: 127.0.0.1 }
-  servers:
-    - port: $3
-      bind: 127.0.0.1
-      protocol: websocket
-      options: [ { name: path, value: /chat } ]
-      entry: $DIR/cost.lua
-      byteCodeExpires: 0
-      outboundQueueSize: 4096
-EOF
+    one_server_config "$DIR/$1.yaml" "$2" "$3" "$DIR/cost.lua" "outboundQueueSize: 4096"
     if [ -n "${CLUSTER:-}" ]; then
         echo "  cluster: { addr: '127.0.0.1:$REDIS_PORT', prefix: cost$PREFIX, nodeId: $1 }" >>"$DIR/$1.yaml"
     fi

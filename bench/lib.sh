@@ -9,6 +9,9 @@
 #   stop PID             SIGTERM, then SIGKILL if it has not exited in 10 s
 #   start_redis          a private redis-server on a free port: sets
 #                        REDIS_PORT once it answers PING
+#   one_server_config FILE API_PORT WS_PORT ENTRY [KEY: VALUE...]
+#                        a gateway config: the API and one WebSocket
+#                        server (/chat, script ENTRY, the extra server keys)
 #   cleanup              kills what was recorded in PIDS (the EXIT trap)
 PIDS=()
 step() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -50,6 +53,25 @@ stop() {
     for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
+}
+one_server_config() {
+    local file=$1 api=$2 ws=$3 entry=$4
+    shift 4
+    cat >"$file" <<EOF
+logging: { level: warn }
+access: { users: [] }
+engine:
+  workers: 2
+  apiServer: { port: $api, bind: 127.0.0.1 }
+  servers:
+    - port: $ws
+      bind: 127.0.0.1
+      protocol: websocket
+      options: [ { name: path, value: /chat } ]
+      entry: $entry
+      byteCodeExpires: 0
+EOF
+    for kv in "$@"; do echo "      $kv" >>"$file"; done
 }
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
