@@ -11,6 +11,7 @@
 mod auth;
 mod client;
 mod emitter_processes;
+mod jwt_tokens;
 mod queues;
 mod redis_server;
 
@@ -21,6 +22,8 @@ pub use auth::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use emitter_processes::*;
+#[allow(unused_imports)]
+pub use jwt_tokens::*;
 #[allow(unused_imports)]
 pub use queues::*;
 #[allow(unused_imports)]
