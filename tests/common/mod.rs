@@ -11,6 +11,7 @@
 mod auth;
 mod client;
 mod emitter_processes;
+mod example_frames;
 mod jwt_tokens;
 mod queues;
 mod redis_server;
@@ -22,6 +23,8 @@ pub use auth::*;
 pub use client::*;
 #[allow(unused_imports)]
 pub use emitter_processes::*;
+#[allow(unused_imports)]
+pub use example_frames::*;
 #[allow(unused_imports)]
 pub use jwt_tokens::*;
 #[allow(unused_imports)]
