@@ -6,6 +6,11 @@
 #   bench/cluster.sh            N=10000 subscribers, 10 s phases
 #   N=2000 bench/cluster.sh     smaller
 #   CONNMIX_BIN=path bench/cluster.sh   measure that gateway binary (A/B runs)
+#   CONFIG=other.yaml bench/cluster.sh   another node config to start from
+#       (default connmix.bench.yaml; paths in it are relative to bench/)
+#   BENCH_ARGS="--rate 8000" STEPS=personal bench/cluster.sh   extra
+#       connmix-bench arguments for the personal step (here: one fixed-rate
+#       phase only, to compare CPU per publish at the same load)
 #   STEPS="personal" bench/cluster.sh   only some steps (default: single two personal):
 #       single = one node: broadcast and round trip; two = two nodes: broadcast
 #       and round trip; personal = two nodes: personal push
@@ -21,6 +26,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 N=${N:-10000}
 STEPS=${STEPS:-single two personal}
+CONFIG=${CONFIG:-connmix.bench.yaml}
 DURATION=${DURATION:-10}
 OUT=${OUT:-results/cluster-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
@@ -37,7 +43,7 @@ port=$REDIS_PORT
 node_config() { # name api ws ws2 socketio
     sed -e "s/^engine:/engine:\n  cluster: {addr: '127.0.0.1:$port', prefix: bench, nodeId: $1}/" \
         -e "s/port: 6789/port: $2/; s/port: 6790/port: $3/; s/port: 6791/port: $4/; s/port: 6792/port: $5/" \
-        connmix.bench.yaml >"$OUT/$1.yaml"
+        "$CONFIG" >"$OUT/$1.yaml"
 }
 node_config a 6789 6790 6791 6792
 node_config b 6889 6890 6891 6892
@@ -76,6 +82,6 @@ fi
 if step personal; then
 "$BENCH" personal --target connmix -n "$N" --server-pid "$A" --duration "$DURATION" --procs 2 \
     --ws ws://127.0.0.1:6790/chat,ws://127.0.0.1:6890/chat --api http://127.0.0.1:6789 \
-    --out "$OUT/results.jsonl" 2>&1 | tee -a "$OUT/bench.log"
+    --out "$OUT/results.jsonl" ${BENCH_ARGS:-} 2>&1 | tee -a "$OUT/bench.log"
 fi
 echo "results in bench/$OUT"

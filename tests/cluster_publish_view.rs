@@ -3,6 +3,8 @@
 //! one generation token; README "Benchmarks", two-node personal push); as
 //! soon as one does, the next publish sees it, so a node whose
 //! subscriptions are not in place yet is named in `missing` at once.
+//! A node's delivery reports to one publisher that queue up together go
+//! back in one message and count in full.
 //! Real processes: `connmix engine` nodes and a private redis-server.
 
 mod common;
@@ -12,6 +14,10 @@ use serde_json::{Value, json};
 
 /// The test-only pause point of the subscription link (src/broker/sync.rs).
 const HOLD_ENV: &str = "CONNMIX_TEST_HOLD_RESUBSCRIBE";
+
+/// The test-only pause point of a node's outgoing reports
+/// (src/broker/report_batch.rs).
+const HOLD_REPORTS_ENV: &str = "CONNMIX_TEST_HOLD_REPORTS";
 
 /// How many times Redis ran `cmd` since the last `CONFIG RESETSTAT`
 /// (commands a script runs are counted too).
@@ -109,4 +115,42 @@ async fn publishes_read_the_node_sets_only_after_a_node_joins() {
         sdiffs,
         "the sets were read again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_that_queue_up_together_go_back_in_one_message_and_count_in_full() {
+    let redis = RedisServer::start().await;
+    let a = Gateway::start_node(vec![probe("/p", "")], &redis, "r1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let hold = dir.path().join("hold");
+    let env = vec![(HOLD_REPORTS_ENV.to_string(), hold.display().to_string())];
+    let b = Gateway::start_node_with(vec![probe("/p", "")], &redis, "r1", 5000, env).await;
+    a.wait_nodes(2).await;
+    let mut on_b = Client::connect(&b.url(0)).await;
+    on_b.eval("return (...):subscribe('news')").await;
+    a.publish_until("news", "warm", 1).await;
+    while on_b.recv().await != "warm" {}
+
+    // B holds its reports: three publishes reach its subscriber, and their
+    // answers wait for B's reports.
+    std::fs::write(&hold, "").unwrap();
+    let _: String = redis.query(&["CONFIG", "RESETSTAT"]).await;
+    let publishes = futures_util::future::join_all((0..3).map(|i| {
+        let a = &a;
+        async move { publish(a, &format!("m{i}")).await }
+    }));
+    let release = async {
+        let mut got = vec![on_b.recv().await, on_b.recv().await, on_b.recv().await];
+        got.sort();
+        assert_eq!(got, ["m0", "m1", "m2"]);
+        // All three reports are queued on B now: let them go.
+        std::fs::remove_file(&hold).unwrap();
+    };
+    let (answers, ()) = tokio::join!(publishes, release);
+    for r in answers {
+        assert_eq!(r, json!({"s": 1, "f": 0}));
+    }
+    // Three publish scripts, each one PUBLISH, and one for the reports.
+    assert_eq!(calls(&redis, "evalsha").await, 3);
+    assert_eq!(calls(&redis, "publish").await, 4, "the reports went apart");
 }

@@ -33,6 +33,7 @@ pub mod redis_idempotency;
 pub mod redis_presence;
 pub mod redis_queue;
 pub mod redis_script;
+pub mod report_batch;
 pub mod requests;
 pub mod subscriber;
 pub mod sync;

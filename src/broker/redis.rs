@@ -17,8 +17,10 @@
 //! This file holds the handling of what arrives and the [`Broker`]
 //! implementation; the requests a node makes (publish, send, call) live in
 //! [`super::requests`], connecting and key names in
-//! [`super::redis_connect`], the subscription link and the heartbeat in
-//! [`super::subscriber`] and [`super::membership`], the cluster queues in
+//! [`super::redis_connect`], the batching of the delivery reports this node
+//! sends back in [`super::report_batch`], the subscription link and the
+//! heartbeat in [`super::subscriber`] and [`super::membership`], the
+//! cluster queues in
 //! [`super::redis_queue`], idempotency keys in [`super::redis_idempotency`],
 //! presence requests in [`super::redis_presence`].
 
@@ -26,6 +28,7 @@ use super::deadline::RedisClock;
 use super::history::History;
 use super::interest::{PendingInterest, Target};
 pub use super::redis_connect::{Names, connect, url};
+use super::report_batch::{OutgoingReports, Report};
 use super::sync::SyncState;
 use super::wire::{AckStatus, Wire};
 use super::{
@@ -70,6 +73,8 @@ pub struct RedisBroker {
     pub interest: PendingInterest,
     next_req: AtomicU64,
     pub(super) reports: Mutex<HashMap<u64, ReportSender>>,
+    /// This node's reports not yet sent to the publishing nodes.
+    outgoing_reports: OutgoingReports,
     pub(super) acks: Mutex<HashMap<u64, oneshot::Sender<(AckStatus, String)>>>,
     /// Presence requests waiting for other nodes' answers.
     pub(super) presence_answers: Mutex<HashMap<u64, super::redis_presence::AnswerSender>>,
@@ -148,6 +153,7 @@ impl RedisBroker {
             interest: PendingInterest::default(),
             next_req: AtomicU64::new(1),
             reports: Mutex::new(HashMap::new()),
+            outgoing_reports: OutgoingReports::default(),
             acks: Mutex::new(HashMap::new()),
             presence_answers: Mutex::new(HashMap::new()),
             clock: RedisClock::default(),
@@ -234,20 +240,43 @@ impl RedisBroker {
             .unwrap_or_else(|| format!("node {n}"))
     }
 
-    /// Fire-and-forget PUBLISH to a node (reports and acks).
+    /// Fire-and-forget PUBLISH to a node (acks, presence answers).
     fn reply(self: &Arc<Self>, node: u32, msg: Wire) {
         let this = self.clone();
+        tokio::spawn(async move { this.publish_to_node(node, &msg).await });
+    }
+
+    /// Queues a delivery report for the publishing node `to`; the reports
+    /// queued together leave as one message per node (see
+    /// [`super::report_batch`]).
+    fn report(self: &Arc<Self>, to: u32, report: Report) {
+        if !self.outgoing_reports.add(to, report) {
+            return;
+        }
+        let this = self.clone();
         tokio::spawn(async move {
-            let mut cmd = this.cmd.clone();
-            let (channel, body) = (this.names.node_channel(node), msg.encode());
-            // Sized once: a command grown argument by argument reallocates.
-            let _: Result<i64, _> = redis::Cmd::with_capacity(3, 16 + channel.len() + body.len())
-                .arg("PUBLISH")
-                .arg(channel)
-                .arg(body.as_ref())
-                .query_async(&mut cmd)
-                .await;
+            #[cfg(feature = "test-hooks")]
+            super::sync::hold_while_file(super::report_batch::HOLD_ENV, "reports").await;
+            let batch = this.outgoing_reports.take(this.node);
+            let sends = batch
+                .iter()
+                .map(|(node, msg)| this.publish_to_node(*node, msg));
+            futures_util::future::join_all(sends).await;
         });
+    }
+
+    /// PUBLISHes `msg` on node `node`'s channel; a failure loses it (the
+    /// waiting node then names this one in `missing`, or times out).
+    async fn publish_to_node(&self, node: u32, msg: &Wire) {
+        let mut cmd = self.cmd.clone();
+        let (channel, body) = (self.names.node_channel(node), msg.encode());
+        // Sized once: a command grown argument by argument reallocates.
+        let _: Result<i64, _> = redis::Cmd::with_capacity(3, 16 + channel.len() + body.len())
+            .arg("PUBLISH")
+            .arg(channel)
+            .arg(body.as_ref())
+            .query_async(&mut cmd)
+            .await;
     }
 
     /// Handles one message that arrived on a subscribed Redis channel.
@@ -303,20 +332,20 @@ impl RedisBroker {
                         let _ = tx.send((self.node, s, f));
                     }
                 } else if req != 0 {
-                    self.reply(
-                        origin,
-                        Wire::Report {
-                            from: self.node,
-                            req,
-                            s,
-                            f,
-                        },
-                    );
+                    self.report(origin, (req, s, f));
                 }
             }
             Wire::Report { from, req, s, f } => {
                 if let Some(tx) = self.reports.lock().get(&req) {
                     let _ = tx.send((from, s, f));
+                }
+            }
+            Wire::Reports { from, reports } => {
+                let waiting = self.reports.lock();
+                for (req, s, f) in reports {
+                    if let Some(tx) = waiting.get(&req) {
+                        let _ = tx.send((from, s, f));
+                    }
                 }
             }
             Wire::Ack {

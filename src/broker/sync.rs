@@ -218,12 +218,18 @@ pub async fn unmark(b: &Arc<RedisBroker>) {
 
 /// The test-only pause point of [`HOLD_ENV`].
 pub async fn test_hold() {
-    let Some(path) = std::env::var_os(HOLD_ENV) else {
+    hold_while_file(HOLD_ENV, "re-subscription").await;
+}
+
+/// A test-only pause point: while the file named by the environment
+/// variable `env` exists, waits (holding `what`).
+pub async fn hold_while_file(env: &str, what: &str) {
+    let Some(path) = std::env::var_os(env) else {
         return;
     };
     let path = std::path::PathBuf::from(path);
     if path.exists() {
-        tracing::info!("broker: holding re-subscription while {path:?} exists (test)");
+        tracing::info!("broker: holding {what} while {path:?} exists (test)");
     }
     while path.exists() {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -39,6 +39,14 @@ pub enum Wire {
     },
     /// A node's local delivery counts for publish `req`.
     Report { from: u32, req: u64, s: u64, f: u64 },
+    /// Several [`Wire::Report`]s of one node in one message (kind `B`):
+    /// `(req, s, f)` each (see [`super::report_batch`]). A node that
+    /// predates it ignores it, and its publisher lists the sender in
+    /// `missing`.
+    Reports {
+        from: u32,
+        reports: Vec<(u64, u64, u64)>,
+    },
     /// `mesh.send` to a client on the addressed node.
     Send {
         origin: u32,
@@ -196,6 +204,17 @@ impl Wire {
                 b.put_u64_le(*s);
                 b.put_u64_le(*f);
             }
+            Wire::Reports { from, reports } => {
+                b.reserve(8 + 24 * reports.len());
+                b.put_u8(b'B');
+                b.put_u32_le(*from);
+                b.put_u32_le(reports.len() as u32);
+                for (req, s, f) in reports {
+                    b.put_u64_le(*req);
+                    b.put_u64_le(*s);
+                    b.put_u64_le(*f);
+                }
+            }
             Wire::Send {
                 origin,
                 req,
@@ -330,6 +349,17 @@ impl Wire {
                 s: b.get_u64_le(),
                 f: b.get_u64_le(),
             },
+            b'B' if need(&b, 8) => {
+                let from = b.get_u32_le();
+                let n = b.get_u32_le() as usize;
+                if b.remaining() != n.checked_mul(24)? {
+                    return None;
+                }
+                let reports = (0..n)
+                    .map(|_| (b.get_u64_le(), b.get_u64_le(), b.get_u64_le()))
+                    .collect();
+                Wire::Reports { from, reports }
+            }
             b'S' | b's' if need(&b, 21 + dl) => {
                 let origin = b.get_u32_le();
                 let req = b.get_u64_le();
@@ -438,6 +468,10 @@ mod tests {
                 s: 10,
                 f: 1,
             },
+            Wire::Reports {
+                from: 2,
+                reports: vec![(9, 10, 1), (12, 0, 0), (u64::MAX, 3, 2)],
+            },
             Wire::Send {
                 origin: 1,
                 req: 4,
@@ -541,6 +575,16 @@ mod tests {
         }
         .encode();
         assert_eq!(Wire::decode(cut.slice(..cut.len() - 1)), None);
+        // So are reports whose count does not match the bytes that follow.
+        let reports = Wire::Reports {
+            from: 1,
+            reports: vec![(1, 1, 0), (2, 1, 0)],
+        }
+        .encode();
+        assert_eq!(Wire::decode(reports.slice(..reports.len() - 1)), None);
+        let mut longer = BytesMut::from(&reports[..]);
+        longer.put_u8(0);
+        assert_eq!(Wire::decode(longer.freeze()), None);
     }
 
     #[test]
