@@ -99,10 +99,13 @@ async fn publish_send_and_call_cross_nodes() {
     // (The publishing client is a subscriber too: the message comes first,
     // then the hook's answer.)
     clients[1]
-        .send("local s, f = mix.mesh.publish('news', 'from lua') return {s = s, f = f}")
+        .send("local s, f, short = mix.mesh.publish('news', 'from lua') return {s = s, f = f, complete = short == nil}")
         .await;
     assert_eq!(clients[1].recv().await, "from lua");
-    assert_eq!(clients[1].recv_json().await["r"], json!({"s": 3, "f": 0}));
+    assert_eq!(
+        clients[1].recv_json().await["r"],
+        json!({"s": 3, "f": 0, "complete": true})
+    );
     assert_eq!(clients[0].recv().await, "from lua");
     assert_eq!(clients[2].recv().await, "from lua");
     // The channel joined through conn.call works across nodes.

@@ -96,6 +96,13 @@ async fn publishes_read_the_node_sets_only_after_a_node_joins() {
     .await;
     assert_eq!(named.len(), 1, "{named:?}");
     assert!(c_names.contains(&named[0].as_str().unwrap().to_string()));
+    // A script's publish on A says so too.
+    let mut on_a = Client::connect(&a.url(0)).await;
+    let v = on_a
+        .eval("local s, f, short = mix.mesh.publish('news', 'from lua') return {s = s, f = f, short = short}")
+        .await;
+    assert_eq!(v["r"], json!({"s": 1, "f": 0, "short": {"missing": named}}));
+    while on_b.recv().await != "from lua" {}
     assert!(calls(&redis, "sdiff").await >= 1);
 
     // C subscribes: full answers count its subscriber too.

@@ -38,8 +38,22 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
                     return Err(mlua::Error::runtime(format!("invalid channel {ch:?}")));
                 }
                 let p = std::sync::Arc::new(Publication::new(&ch, msg));
-                let d = mesh(&lua)?.publish(p).await.delivery;
-                Ok((d.success, d.fail))
+                let out = mesh(&lua)?.publish(p).await;
+                // As the HTTP API's `missing` and `error`: the counts are
+                // only what the nodes reported.
+                let incomplete = if out.missing.is_empty() && out.error.is_none() {
+                    Value::Nil
+                } else {
+                    let t = lua.create_table()?;
+                    if !out.missing.is_empty() {
+                        t.set("missing", lua.create_sequence_from(out.missing)?)?;
+                    }
+                    if let Some(e) = out.error {
+                        t.set("error", e)?;
+                    }
+                    Value::Table(t)
+                };
+                Ok((out.delivery.success, out.delivery.fail, incomplete))
             },
         )?,
     )?;
