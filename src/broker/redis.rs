@@ -20,9 +20,9 @@
 //! [`super::redis_connect`], the batching of the delivery reports this node
 //! sends back in [`super::report_batch`], the subscription link and the
 //! heartbeat in [`super::subscriber`] and [`super::membership`], the
-//! cluster queues in
-//! [`super::redis_queue`], idempotency keys in [`super::redis_idempotency`],
-//! presence requests in [`super::redis_presence`].
+//! cluster queues in [`super::redis_queue`], idempotency keys in
+//! [`super::redis_idempotency`], presence requests in
+//! [`super::redis_presence`].
 
 use super::deadline::RedisClock;
 use super::history::History;
