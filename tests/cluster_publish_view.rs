@@ -127,11 +127,13 @@ async fn publishes_read_the_node_sets_only_after_a_node_joins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_that_queue_up_together_go_back_in_one_message_and_count_in_full() {
     let redis = RedisServer::start().await;
-    let a = Gateway::start_node(vec![probe("/p", "")], &redis, "r1").await;
+    // A waits up to 10 s for reports: far longer than holding them takes,
+    // even on a loaded machine.
+    let a = Gateway::start_node_with(vec![probe("/p", "")], &redis, "r1", 10_000, Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let hold = dir.path().join("hold");
     let env = vec![(HOLD_REPORTS_ENV.to_string(), hold.display().to_string())];
-    let b = Gateway::start_node_with(vec![probe("/p", "")], &redis, "r1", 5000, env).await;
+    let b = Gateway::start_node_with(vec![probe("/p", "")], &redis, "r1", 10_000, env).await;
     a.wait_nodes(2).await;
     let mut on_b = Client::connect(&b.url(0)).await;
     on_b.eval("return (...):subscribe('news')").await;
