@@ -26,6 +26,8 @@
 #   QUIET_TIMEOUT=180  seconds to wait for an idle machine before each scenario
 #   CARGO_TARGET_DIR   as for cargo (default: <repo>/target)
 #   CONNMIX_BIN      use this gateway binary instead of building the work tree's
+#   CONFIG=connmix.bench.yaml  the gateway's config (paths in it relative to
+#                    bench/; an older binary may need one without newer servers)
 #   EXTRA_ARGS       appended to every connmix-bench scenario command
 set -euo pipefail
 
@@ -54,6 +56,7 @@ TARGETS=${TARGETS:-"socketio connmix"}
 OUT_DIR=${OUT_DIR:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
 QUIET_TIMEOUT=${QUIET_TIMEOUT:-180}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+CONFIG=${CONFIG:-connmix.bench.yaml}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN="$CARGO_TARGET_DIR/release"
 BENCH="$BIN/connmix-bench"
@@ -123,7 +126,7 @@ start_server() { # target scenario
   done
   case "$1" in
     connmix|connmix-sio)
-      (cd "$HERE" && exec "$CONNMIX" dev -f connmix.bench.yaml) >"$OUT_DIR/server-$1-$2-run$RUN.log" 2>&1 &
+      (cd "$HERE" && exec "$CONNMIX" dev -f "$CONFIG") >"$OUT_DIR/server-$1-$2-run$RUN.log" 2>&1 &
       SERVER_PID=$!
       wait_port 6789; wait_port 6790; wait_port 6791; wait_port 6792 ;;
     socketio)

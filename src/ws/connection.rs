@@ -7,7 +7,8 @@
 //!    empty, so queued memory stays bounded) and writes it, flushing once;
 //! 2. drives the running hook, starting the next `on_message` when it ends
 //!    (hooks of one connection run one at a time, in arrival order);
-//! 3. reads frames into a small inbound queue (pings are answered by
+//! 3. reads frames: one starts its `on_message` at once when no hook runs,
+//!    else waits in a small inbound queue (pings are answered by
 //!    tungstenite while reading, even while a hook waits);
 //! 4. checks one timer for read timeout, write stall and close handshake.
 //!
@@ -228,8 +229,8 @@ impl Driver<'_> {
                 && let Some(msg) = self.inbound.pop_front()
             {
                 if self.inbound.is_empty() {
-                    // Most clients send a frame now and then: an idle
-                    // connection keeps no room for frames it is not sent
+                    // Frames queue only while a hook runs: once a burst is
+                    // worked off, an idle connection keeps no room for it
                     // (224 bytes in each, README "Benchmarks").
                     self.inbound = VecDeque::new();
                 }
@@ -249,7 +250,14 @@ impl Driver<'_> {
                             Message::Text(_) | Message::Binary(_) => {
                                 self.conn.metrics().read_messages.inc();
                                 if self.closing_since.is_none() {
-                                    self.inbound.push_back(msg);
+                                    if self.hook.is_none() && self.inbound.is_empty() {
+                                        // Nothing to wait for: its hook starts
+                                        // now, not through the queue (which
+                                        // then never allocates).
+                                        self.hook = self.message_hook(msg);
+                                    } else {
+                                        self.inbound.push_back(msg);
+                                    }
                                 }
                             }
                             // Peer-initiated close: tungstenite queues the reply.
