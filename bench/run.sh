@@ -128,7 +128,11 @@ start_server() { # target scenario
     connmix|connmix-sio)
       (cd "$HERE" && exec "$CONNMIX" dev -f "$CONFIG") >"$OUT_DIR/server-$1-$2-run$RUN.log" 2>&1 &
       SERVER_PID=$!
-      wait_port 6789; wait_port 6790; wait_port 6791; wait_port 6792 ;;
+      # Every port the config names (an older binary's config may lack the
+      # Socket.IO server).
+      local cfg=$CONFIG p
+      [[ $cfg = /* ]] || cfg=$HERE/$cfg
+      for p in $(sed -n 's/^ *-\{0,1\} *port: *\([0-9][0-9]*\).*/\1/p' "$cfg"); do wait_port "$p"; done ;;
     socketio)
       (cd "$HERE/socketio" && PORT=3000 AUTH_URL="$AUTH_URL" exec node server.js) >"$OUT_DIR/server-$1-$2-run$RUN.log" 2>&1 &
       SERVER_PID=$!
