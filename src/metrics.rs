@@ -56,6 +56,9 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub queue_depth: IntGaugeVec,
     pub api_requests: IntCounterVec,
+    /// Resolved success counters of `api_requests` for the busy routes (a
+    /// publish is counted without hashing its labels).
+    known_api_ok: Vec<(&'static str, IntCounter)>,
     pub nodes: IntGauge,
     /// Lua heap bytes and VMs per worker.
     pub lua_memory: IntGaugeVec,
@@ -188,9 +191,15 @@ impl Metrics {
             "API requests by path and outcome code (0 = success).",
             &["path", "code"],
         );
-        for path in ["/v1/mesh/publish", "/v1/mesh/send"] {
-            api_requests.with_label_values(&[path, "0"]);
-        }
+        let known_api_ok = [
+            "/v1/mesh/publish",
+            "/v1/mesh/send",
+            "ws:mesh.publish",
+            "ws:mesh.send",
+        ]
+        .into_iter()
+        .map(|path| (path, api_requests.with_label_values(&[path, "0"])))
+        .collect();
         let nodes =
             IntGauge::new("connmix_cluster_nodes", "Live nodes this node knows of.").unwrap();
         reg(Box::new(nodes.clone()));
@@ -221,6 +230,7 @@ impl Metrics {
             connections_refused: refused,
             queue_depth,
             api_requests,
+            known_api_ok,
             nodes,
             lua_memory,
             lua_vms,
@@ -240,6 +250,19 @@ impl Metrics {
                 .with_label_values(&[hook])
                 .observe(seconds),
         }
+    }
+
+    /// Counts one API request on `route` (a path, or `ws:` and a method)
+    /// with its outcome `code` (0 = success).
+    pub fn count_api_request(&self, route: &str, code: u32) {
+        if code == 0
+            && let Some((_, c)) = self.known_api_ok.iter().find(|(r, _)| *r == route)
+        {
+            return c.inc();
+        }
+        self.api_requests
+            .with_label_values(&[route, &code.to_string()])
+            .inc();
     }
 
     /// Counts a Lua error and keeps it among the recent ones.
@@ -277,5 +300,24 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_requests_are_counted_by_route_and_code() {
+        let m = Metrics::new();
+        m.count_api_request("/v1/mesh/publish", 0);
+        m.count_api_request("/v1/mesh/publish", 0);
+        m.count_api_request("/v1/mesh/publish", 101);
+        m.count_api_request("/v1/presence", 0);
+        let count = |route, code| m.api_requests.with_label_values(&[route, code]).get();
+        assert_eq!(count("/v1/mesh/publish", "0"), 2);
+        assert_eq!(count("/v1/mesh/publish", "101"), 1);
+        assert_eq!(count("/v1/presence", "0"), 1);
+        assert_eq!(count("ws:mesh.publish", "0"), 0);
     }
 }

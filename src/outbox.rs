@@ -103,7 +103,10 @@ impl Outbound {
     pub fn into_frame(self) -> Option<Message> {
         match self {
             Outbound::Message(m) => Some(m),
-            Outbound::Publication(p) => Some(p.frame.clone()),
+            // The last holder (a personal push) takes the frame as it is.
+            Outbound::Publication(p) => {
+                Some(Arc::try_unwrap(p).map_or_else(|p| p.frame.clone(), |p| p.frame))
+            }
             _ => None,
         }
     }
@@ -306,6 +309,18 @@ mod tests {
         let mut batch = VecDeque::new();
         let mut cx = Context::from_waker(Waker::noop());
         (o.poll_drain(&mut cx, &mut batch), batch)
+    }
+
+    #[test]
+    fn a_publication_gives_its_frame_to_every_holder() {
+        let p = Arc::new(Publication::new("ch", Message::text("hi")));
+        let shared = Outbound::Publication(p.clone());
+        assert_eq!(shared.into_frame(), Some(Message::text("hi")));
+        // The last holder takes the frame itself.
+        assert_eq!(
+            Outbound::Publication(p).into_frame(),
+            Some(Message::text("hi"))
+        );
     }
 
     #[test]

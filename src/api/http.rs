@@ -21,7 +21,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn json_response(v: &Value) -> Response<Body> {
-    respond(StatusCode::OK, "application/json", v.to_string())
+    respond(StatusCode::OK, "application/json", ops::json_text(v))
+}
+
+/// An API answer: its envelope (`docs/http-api.md`), written straight from
+/// the result.
+fn answer(result: &Result<Value, ApiError>) -> Response<Body> {
+    respond(
+        StatusCode::OK,
+        "application/json",
+        ops::envelope_bytes(result),
+    )
 }
 
 fn not_found() -> Response<Body> {
@@ -108,9 +118,9 @@ pub async fn handle(
     }
     match path.as_str() {
         "/ws/v1" => upgrade(state, req),
-        "/v1/mesh/nodes" => json_response(&ops::envelope(&Ok(
+        "/v1/mesh/nodes" => answer(&Ok(
             serde_json::json!({"self": state.mesh.hub.node(), "nodes": state.mesh.nodes()}),
-        ))),
+        )),
         "/console" | "/v1/stats" => super::web::serve(&state, &path, req.headers(), peer.ip()),
         "/v1/connections" => json_response(&super::lookup::lookup(&state, req.uri().query())),
         "/metrics" => {
@@ -141,7 +151,7 @@ pub async fn handle(
                 }
                 Err(BodyError::Invalid(e)) => {
                     count(&state, &path, Err(&e));
-                    return json_response(&ops::envelope(&Err(e)));
+                    return answer(&Err(e));
                 }
             };
             let method = match path.as_str() {
@@ -154,22 +164,14 @@ pub async fn handle(
             };
             let result = ops::dispatch(&state, method, &params).await;
             count(&state, &path, result.as_ref().map(|_| ()));
-            json_response(&ops::envelope(&result))
+            answer(&result)
         }
     }
 }
 
 fn count(state: &ApiState, path: &str, r: Result<(), &ApiError>) {
-    let code = match r {
-        Ok(()) => "0".to_string(),
-        Err(e) => e.code.to_string(),
-    };
-    state
-        .mesh
-        .metrics
-        .api_requests
-        .with_label_values(&[path, &code])
-        .inc();
+    let code = r.map_or_else(|e| e.code, |()| 0);
+    state.mesh.metrics.count_api_request(path, code);
 }
 
 enum BodyError {

@@ -66,6 +66,28 @@ pub fn envelope(result: &Result<Value, ApiError>) -> Value {
     }
 }
 
+/// The JSON text of `v`. Use it rather than `v.to_string()`, which goes
+/// through `fmt::Write` a token at a time and costs several times as much.
+pub fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).expect("a JSON value serializes")
+}
+
+/// [`envelope`] as the bytes of its JSON text, without building the outer
+/// object: the same text `envelope(result).to_string()` gives.
+pub fn envelope_bytes(result: &Result<Value, ApiError>) -> Vec<u8> {
+    match result {
+        Ok(r) => {
+            let mut out = Vec::with_capacity(64);
+            out.extend_from_slice(br#"{"E":null,"r":"#);
+            // Writing a `Value` into a `Vec` cannot fail.
+            serde_json::to_writer(&mut out, r).expect("a JSON value serializes");
+            out.push(b'}');
+            out
+        }
+        Err(_) => json_text(&envelope(result)).into_bytes(),
+    }
+}
+
 pub(super) fn object(p: &Value) -> Result<&serde_json::Map<String, Value>, ApiError> {
     p.as_object()
         .ok_or_else(|| ApiError::invalid("parameters must be a JSON object"))
@@ -175,5 +197,26 @@ pub async fn single(state: &ApiState, method: &str, params: &Value) -> Result<Va
         "mesh.batch" => Err(ApiError::invalid("a batch cannot contain mesh.batch")),
         "" => Err(ApiError::invalid("missing m (method)")),
         other => Err(ApiError::invalid(format!("unknown method {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_envelope_bytes_are_the_envelope_text() {
+        for result in [
+            Ok(json!({"s": 3, "f": 1, "missing": ["b"], "error": "why \"quoted\" \u{e9}"})),
+            Ok(json!([])),
+            Err(ApiError::invalid("missing d (data)")),
+            Err(ApiError::new(code::IDEMPOTENCY_PENDING, "retry \n now")),
+        ] {
+            let bytes = envelope_bytes(&result);
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                envelope(&result).to_string()
+            );
+        }
     }
 }

@@ -23,17 +23,20 @@ pub const MAX_KEY_LEN: usize = 256;
 
 const CHANNEL_RULE: &str = "a non-empty channel name without spaces (at most 256 bytes)";
 
-/// The channels of `c`: one name, or a non-empty list of at most `max`.
-fn channels(p: &serde_json::Map<String, Value>, max: usize) -> Result<Vec<String>, ApiError> {
-    let one = |v: &Value| match v {
-        Value::String(s) if crate::hub::valid_channel(s) => Ok(s.clone()),
-        Value::String(s) => Err(ApiError::invalid(format!(
-            "channel {s:?} is not valid: use {CHANNEL_RULE}"
-        ))),
-        _ => Err(ApiError::invalid(
-            "c must be a channel name or a list of channel names",
-        )),
-    };
+/// The channels of `c`: one name, or a non-empty list of at most `max`
+/// (borrowed from the request: a personal push allocates no list).
+fn channels(p: &serde_json::Map<String, Value>, max: usize) -> Result<Channels<'_>, ApiError> {
+    fn one(v: &Value) -> Result<&str, ApiError> {
+        match v {
+            Value::String(s) if crate::hub::valid_channel(s) => Ok(s.as_str()),
+            Value::String(s) => Err(ApiError::invalid(format!(
+                "channel {s:?} is not valid: use {CHANNEL_RULE}"
+            ))),
+            _ => Err(ApiError::invalid(
+                "c must be a channel name or a list of channel names",
+            )),
+        }
+    }
     match p.get("c") {
         None | Some(Value::Null) => Err(ApiError::invalid("missing c (channel)")),
         Some(Value::Array(list)) if list.is_empty() => {
@@ -46,8 +49,27 @@ fn channels(p: &serde_json::Map<String, Value>, max: usize) -> Result<Vec<String
                 list.len()
             ),
         )),
-        Some(Value::Array(list)) => list.iter().map(one).collect(),
-        Some(v) => Ok(vec![one(v)?]),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(one)
+            .collect::<Result<_, _>>()
+            .map(Channels::Many),
+        Some(v) => one(v).map(Channels::One),
+    }
+}
+
+/// What [`channels`] found.
+enum Channels<'a> {
+    One(&'a str),
+    Many(Vec<&'a str>),
+}
+
+impl<'a> Channels<'a> {
+    fn as_slice(&self) -> &[&'a str] {
+        match self {
+            Channels::One(ch) => std::slice::from_ref(ch),
+            Channels::Many(list) => list,
+        }
     }
 }
 
@@ -85,16 +107,19 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
     let key = idempotency_key(p)?;
     let mesh = state.mesh.clone();
     let Some(key) = key else {
-        return Ok(deliver(&mesh, &chans, msg, event).await);
+        return Ok(deliver(&mesh, chans.as_slice(), msg, event).await);
     };
     // Channel names contain no spaces, so the list joined by one is unique.
-    let scope = chans.join(" ");
+    let scope = chans.as_slice().join(" ");
+    let chans: Vec<String> = chans.as_slice().iter().map(|c| c.to_string()).collect();
     let ttl = Duration::from_secs(state.config.engine.idempotency_ttl);
     match mesh.claim(&scope, &key, ttl).await {
         Claim::First => {
             let task = tokio::spawn(async move {
+                let chans: Vec<&str> = chans.iter().map(String::as_str).collect();
                 let r = deliver(&mesh, &chans, msg, event).await;
-                mesh.settle(&scope, &key, r.to_string(), ttl).await;
+                mesh.settle(&scope, &key, super::ops::json_text(&r), ttl)
+                    .await;
                 r
             });
             task.await
@@ -120,12 +145,7 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
 }
 
 /// Publishes `msg` to every channel of `chans` and answers the summed counts.
-async fn deliver(
-    mesh: &Arc<Mesh>,
-    chans: &[String],
-    msg: Message,
-    event: Option<Arc<str>>,
-) -> Value {
+async fn deliver(mesh: &Arc<Mesh>, chans: &[&str], msg: Message, event: Option<Arc<str>>) -> Value {
     let publication = |ch: &str, msg: Message| {
         Arc::new(Publication {
             event: event.clone(),
@@ -145,7 +165,7 @@ async fn deliver(
     for (ch, out) in chans.iter().zip(outs.await) {
         if let Some(pos) = &out.position {
             positions.insert(
-                ch.clone(),
+                ch.to_string(),
                 json!({"offset": pos.offset, "epoch": &*pos.epoch}),
             );
         }

@@ -9,13 +9,16 @@ use hyper::{Response, StatusCode, header};
 pub type Body = Full<Bytes>;
 
 /// A plain response with a status and a content type.
-pub fn respond(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+pub fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_str(content_type)
-            .unwrap_or(header::HeaderValue::from_static("text/plain")),
+        header::HeaderValue::from_static(content_type),
     );
     r
 }

@@ -75,7 +75,7 @@ pub fn serve(state: &ApiState, path: &str, headers: &HeaderMap, peer: IpAddr) ->
     }
 }
 
-fn page(content_type: &str, body: &'static str) -> Response<Body> {
+fn page(content_type: &'static str, body: &'static str) -> Response<Body> {
     let mut r = respond(StatusCode::OK, content_type, body);
     let h = r.headers_mut();
     h.insert(

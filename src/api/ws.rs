@@ -59,16 +59,16 @@ enum Outgoing {
 
 /// The answer frame to a request.
 fn response(id: &Value, result: Result<Value, ApiError>) -> String {
-    match result {
+    ops::json_text(&match result {
         Ok(r) => json!({"E": null, "r": r, "i": id}),
         Err(e) => json!({"E": {"c": e.code, "m": e.message}, "r": null, "i": id}),
-    }
-    .to_string()
+    })
 }
 
 fn event_json(m: &QueuedMessage) -> String {
-    json!({"e": "queue.pop", "p": {"n": m.node, "c": m.client_id, "t": m.topic, "d": m.data}})
-        .to_string()
+    ops::json_text(
+        &json!({"e": "queue.pop", "p": {"n": m.node, "c": m.client_id, "t": m.topic, "d": m.data}}),
+    )
 }
 
 /// Bytes read from the socket at a time. tungstenite zero-fills this much
@@ -200,8 +200,8 @@ fn read_frame(
     if text.as_str() == "ping" {
         return Read::Answer("pong".into());
     }
-    let req: Value = match serde_json::from_str(text.as_str()) {
-        Ok(v @ Value::Object(_)) => v,
+    let mut req = match serde_json::from_str(text.as_str()) {
+        Ok(Value::Object(map)) => map,
         Ok(_) | Err(_) => {
             return Read::Answer(response(
                 &Value::Null,
@@ -212,13 +212,12 @@ fn read_frame(
         }
     };
     drop(text);
-    let id = req.get("i").cloned().unwrap_or(Value::Null);
-    let params = req.get("p").cloned().unwrap_or(json!({}));
-    let method = req
-        .get("m")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let id = req.remove("i").unwrap_or(Value::Null);
+    let params = req.remove("p").unwrap_or_else(|| json!({}));
+    let method = match req.remove("m") {
+        Some(Value::String(m)) => m,
+        _ => String::new(),
+    };
     match method.as_str() {
         "queue.pop" => {
             let r = start_consuming(state, consumer, &params, tx);
@@ -249,16 +248,11 @@ fn read_frame(
 
 async fn dispatch(state: &ApiState, method: &str, params: &Value) -> Result<Value, ApiError> {
     let r = ops::dispatch(state, method, params).await;
-    let code = match &r {
-        Ok(_) => "0".to_string(),
-        Err(e) => e.code.to_string(),
-    };
+    let code = r.as_ref().map_or_else(|e| e.code, |_| 0);
     state
         .mesh
         .metrics
-        .api_requests
-        .with_label_values(&[method_label(method), &code])
-        .inc();
+        .count_api_request(method_label(method), code);
     r
 }
 
