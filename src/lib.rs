@@ -12,6 +12,7 @@ pub mod config;
 pub mod emitter;
 pub mod frame;
 pub mod hub;
+pub mod json_text;
 pub mod jwt;
 pub mod live;
 pub mod logging;

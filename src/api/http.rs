@@ -12,6 +12,7 @@ use super::ApiState;
 use super::access::{Denied, Role};
 use super::ops::{self, ApiError};
 use super::response::{Body, respond};
+use crate::json_text::json_text;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn json_response(v: &Value) -> Response<Body> {
-    respond(StatusCode::OK, "application/json", ops::json_text(v))
+    respond(StatusCode::OK, "application/json", json_text(v))
 }
 
 /// An API answer: its envelope (`docs/http-api.md`), written straight from

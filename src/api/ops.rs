@@ -8,6 +8,7 @@
 use super::ApiState;
 use crate::client_id::parse_client_id;
 use crate::frame::{FrameType, frame};
+use crate::json_text::json_text;
 use crate::mesh::{Mesh, MeshError};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -64,12 +65,6 @@ pub fn envelope(result: &Result<Value, ApiError>) -> Value {
         Ok(r) => json!({"E": null, "r": r}),
         Err(e) => json!({"E": {"c": e.code, "m": e.message}}),
     }
-}
-
-/// The JSON text of `v`. Use it rather than `v.to_string()`, which goes
-/// through `fmt::Write` a token at a time and costs several times as much.
-pub fn json_text(v: &Value) -> String {
-    serde_json::to_string(v).expect("a JSON value serializes")
 }
 
 /// [`envelope`] as the bytes of its JSON text, without building the outer

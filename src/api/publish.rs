@@ -11,6 +11,7 @@
 use super::ApiState;
 use super::ops::{ApiError, code, data_frame, object};
 use crate::broker::Claim;
+use crate::json_text::json_text;
 use crate::mesh::{Mesh, Published};
 use crate::publication::Publication;
 use serde_json::{Value, json};
@@ -118,8 +119,7 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
             let task = tokio::spawn(async move {
                 let chans: Vec<&str> = chans.iter().map(String::as_str).collect();
                 let r = deliver(&mesh, &chans, msg, event).await;
-                mesh.settle(&scope, &key, super::ops::json_text(&r), ttl)
-                    .await;
+                mesh.settle(&scope, &key, json_text(&r), ttl).await;
                 r
             });
             task.await

@@ -24,6 +24,7 @@
 
 use super::ApiState;
 use super::ops::{self, ApiError, code};
+use crate::json_text::json_text;
 use crate::queue::QueuedMessage;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
@@ -59,14 +60,14 @@ enum Outgoing {
 
 /// The answer frame to a request.
 fn response(id: &Value, result: Result<Value, ApiError>) -> String {
-    ops::json_text(&match result {
+    json_text(&match result {
         Ok(r) => json!({"E": null, "r": r, "i": id}),
         Err(e) => json!({"E": {"c": e.code, "m": e.message}, "r": null, "i": id}),
     })
 }
 
 fn event_json(m: &QueuedMessage) -> String {
-    ops::json_text(
+    json_text(
         &json!({"e": "queue.pop", "p": {"n": m.node, "c": m.client_id, "t": m.topic, "d": m.data}}),
     )
 }

@@ -4,6 +4,7 @@
 //! own files (`mix.http`, `mix.mesh`).
 
 use super::{WorkerCtx, current, json};
+use crate::json_text::json_text;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use md5::Digest as _;
@@ -21,7 +22,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
         "json_encode",
         lua.create_function(|lua, v: Value| {
             Ok(match json::to_json(&v, json::max_size(lua))? {
-                Ok(j) => (Value::String(lua.create_string(j.to_string())?), Value::Nil),
+                Ok(j) => (Value::String(lua.create_string(json_text(&j))?), Value::Nil),
                 Err(e) => (Value::Nil, Value::String(lua.create_string(e)?)),
             })
         })?,

@@ -8,6 +8,7 @@
 //! Binary packets carry `{"_placeholder":true,"num":i}` in their JSON and
 //! are followed by that many binary Engine.IO messages, in order.
 
+use crate::json_text::json_text;
 use serde_json::Value as Json;
 
 /// Packet types.
@@ -213,7 +214,7 @@ pub fn event(
         namespace,
         id,
         attachments,
-        Some(&Json::Array(arr).to_string()),
+        Some(&json_text(&Json::Array(arr))),
     )
 }
 
@@ -225,7 +226,7 @@ pub fn event_raw(namespace: &str, event: &str, arg_json: &str, attachments: usiz
     } else {
         Kind::Event
     };
-    let name = Json::String(event.to_string()).to_string();
+    let name = json_text(&Json::String(event.to_string()));
     let data = format!("[{name},{arg_json}]");
     encode(kind, namespace, None, attachments, Some(&data))
 }
@@ -237,7 +238,7 @@ pub fn ack(namespace: &str, id: u64, args: &[Json], attachments: usize) -> Strin
     } else {
         Kind::Ack
     };
-    let data = Json::Array(args.to_vec()).to_string();
+    let data = json_text(&Json::Array(args.to_vec()));
     encode(kind, namespace, Some(id), attachments, Some(&data))
 }
 
