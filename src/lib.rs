@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod publication;
+pub mod publish_once;
 pub mod queue;
 pub mod script;
 pub mod socketio;

@@ -211,6 +211,7 @@ async fn an_unreachable_key_store_delivers_nothing_and_answers_120() {
     let redis = RedisServer::start().await;
     let gw = Gateway::start_node_with(vec![probe("/p", "")], &redis, "down", 300, Vec::new()).await;
     let mut c = Client::subscribed(&gw.url(0), "'news'").await;
+    let mut script = Client::connect(&gw.url(0)).await;
     redis.pause();
     let v = gw
         .call(
@@ -218,8 +219,20 @@ async fn an_unreachable_key_store_delivers_nothing_and_answers_120() {
             json!({"c": "news", "d": "undecided", "k": "k-down"}),
         )
         .await;
+    // A script's keyed publish is told the same: nothing delivered, retry.
+    let lua = script
+        .eval("local s, f, short = mix.mesh.publish('news', 'lua undecided', {key = 'k-lua'}) return {s = s, f = f, short = short}")
+        .await;
     redis.resume();
     assert_eq!(v["E"]["c"], 120, "{v}");
+    assert_eq!(
+        (&lua["r"]["s"], &lua["r"]["f"]),
+        (&json!(0), &json!(0)),
+        "{lua}"
+    );
+    assert_eq!(lua["r"]["short"]["retry"], true, "{lua}");
+    let why = lua["r"]["short"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("unavailable"), "{lua}");
     // Not even the local subscriber got it; the key is still free. The
     // backend retries as code 120 tells it to: while the link comes back each
     // retry is answered 120 as well (and delivers nothing), then one is taken.

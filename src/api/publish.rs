@@ -1,26 +1,19 @@
 //! `mesh.publish` / `POST /v1/mesh/publish`: one channel or a list of them
 //! (`"c": [..]`, the same frame to each, counts summed), and the optional
 //! idempotency key `k` (`docs/http-api.md`, "Idempotent publish").
-//!
-//! A publish with a key claims it first (the broker's key store, cluster-wide
-//! in a cluster). The first claim publishes and records its answer; a later
-//! one answers that and delivers nothing. The claimed publish runs as its own
-//! task, so a caller that goes away mid-publish still leaves its answer
-//! recorded for the retry.
+//! A publish with a key goes through [`crate::publish_once`], which Lua's
+//! `mix.mesh.publish` shares: the same key and channels answer the same,
+//! whichever door a retry comes through.
 
 use super::ApiState;
 use super::ops::{ApiError, code, data_frame, object};
-use crate::broker::Claim;
-use crate::json_text::json_text;
 use crate::mesh::{Mesh, Published};
 use crate::publication::Publication;
+use crate::publish_once::{MAX_EVENT_LEN, MAX_KEY_LEN, Once, answer, publish_once};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use tungstenite::Message;
-
-/// The longest idempotency key, in bytes.
-pub const MAX_KEY_LEN: usize = 256;
 
 const CHANNEL_RULE: &str = "a non-empty channel name without spaces (at most 256 bytes)";
 
@@ -90,12 +83,12 @@ fn idempotency_key(p: &serde_json::Map<String, Value>) -> Result<Option<String>,
 fn event_name(p: &serde_json::Map<String, Value>) -> Result<Option<Arc<str>>, ApiError> {
     match p.get("e") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(e)) if !e.is_empty() && e.len() <= 256 => {
+        Some(Value::String(e)) if !e.is_empty() && e.len() <= MAX_EVENT_LEN => {
             Ok(Some(Arc::from(e.as_str())))
         }
-        Some(_) => Err(ApiError::invalid(
-            "e must be a non-empty string of at most 256 bytes",
-        )),
+        Some(_) => Err(ApiError::invalid(format!(
+            "e must be a non-empty string of at most {MAX_EVENT_LEN} bytes"
+        ))),
     }
 }
 
@@ -114,28 +107,27 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
     let scope = chans.as_slice().join(" ");
     let chans: Vec<String> = chans.as_slice().iter().map(|c| c.to_string()).collect();
     let ttl = Duration::from_secs(state.config.engine.idempotency_ttl);
-    match mesh.claim(&scope, &key, ttl).await {
-        Claim::First => {
-            let task = tokio::spawn(async move {
-                let chans: Vec<&str> = chans.iter().map(String::as_str).collect();
-                let r = deliver(&mesh, &chans, msg, event).await;
-                mesh.settle(&scope, &key, json_text(&r), ttl).await;
-                r
-            });
-            task.await
-                .map_err(|e| ApiError::invalid(format!("publish failed: {e}")))
+    let run = {
+        let mesh = mesh.clone();
+        async move {
+            let chans: Vec<&str> = chans.iter().map(String::as_str).collect();
+            deliver(&mesh, &chans, msg, event).await
         }
-        Claim::Done(answer) => serde_json::from_str(&answer).map_err(|e| {
+    };
+    match publish_once(&mesh, scope, key, ttl, run).await {
+        Once::Published(r) => Ok(r),
+        Once::Failed(e) => Err(ApiError::invalid(format!("publish failed: {e}"))),
+        Once::Recorded(answer) => serde_json::from_str(&answer).map_err(|e| {
             ApiError::new(
                 code::IDEMPOTENCY_PENDING,
                 format!("the recorded answer for this key is unreadable: {e}"),
             )
         }),
-        Claim::Pending => Err(ApiError::new(
+        Once::Pending => Err(ApiError::new(
             code::IDEMPOTENCY_PENDING,
             "a publish with this key is still running; this request delivered nothing, retry",
         )),
-        Claim::Unavailable(e) => Err(ApiError::new(
+        Once::Unavailable(e) => Err(ApiError::new(
             code::IDEMPOTENCY_PENDING,
             format!(
                 "the idempotency key store is unavailable ({e}); this request delivered nothing, retry"
@@ -182,24 +174,6 @@ async fn deliver(mesh: &Arc<Mesh>, chans: &[&str], msg: Message, event: Option<A
     // History extension: each channel's position, for those with history.
     if !positions.is_empty() {
         r["positions"] = Value::Object(positions);
-    }
-    r
-}
-
-/// The `r` object of a publish.
-fn answer(out: &Published) -> Value {
-    let mut r = json!({"s": out.delivery.success, "f": out.delivery.fail});
-    // Cluster extensions: who did not report, or why nobody could.
-    if !out.missing.is_empty() {
-        r["missing"] = json!(out.missing);
-    }
-    if let Some(e) = &out.error {
-        r["error"] = json!(e);
-    }
-    // History extension: the publication's position in its channel.
-    if let Some(pos) = &out.position {
-        r["offset"] = json!(pos.offset);
-        r["epoch"] = json!(&*pos.epoch);
     }
     r
 }
