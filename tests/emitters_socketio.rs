@@ -76,13 +76,7 @@ const SECRET: &str = "emitters-test-secret";
 
 /// A JWT for `uid`, as `connmix token` makes them.
 fn token(uid: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let ttl = std::time::Duration::from_secs(3600);
-    let claims = connmix::jwt::token_claims(&uid.to_string(), ttl, None, now).unwrap();
-    connmix::jwt::sign_hs256(SECRET.as_bytes(), &claims).unwrap()
+    sio_token(SECRET, uid)
 }
 
 /// The story: a Flask backend's `KombuManager(write_only=True)`

@@ -6,27 +6,10 @@
 
 mod common;
 
-use common::{Client, DEADLINE, Gateway, Script, ServerSpec, probe, repo};
+use common::{Client, Gateway, Listener, Script, ServerSpec, probe};
 use serde_json::json;
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const SECRET: &str = "lua-publish-secret";
-
-fn token(uid: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = connmix::jwt::token_claims(
-        &uid.to_string(),
-        std::time::Duration::from_secs(3600),
-        None,
-        now,
-    )
-    .unwrap();
-    connmix::jwt::sign_hs256(SECRET.as_bytes(), &claims).unwrap()
-}
 
 /// Evaluates a `mix.mesh.publish(...)` call on the probe and returns
 /// `{s, f, short}`, or the probe's `{error}` when it raised.
@@ -47,27 +30,7 @@ async fn a_script_publish_names_the_socketio_event_and_raw_subscribers_get_the_d
     ])
     .await;
     // Three socket.io-client sockets: a and c are user 1001 (c on /chat), b user 1002.
-    let mut node = tokio::process::Command::new("node")
-        .arg("listen.mjs")
-        .current_dir(repo().join("tests/socketio"))
-        .env("SIO_URL", format!("http://127.0.0.1:{}", gw.ports[1]))
-        .env("TOKEN_A", token(1001))
-        .env("TOKEN_B", token(1002))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node is required (scripts/test.sh installs the Socket.IO clients)");
-    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
-    let mut line = async || {
-        tokio::time::timeout(DEADLINE, lines.next_line())
-            .await
-            .expect("no line from listen.mjs in time")
-            .unwrap()
-            .expect("listen.mjs ended")
-    };
-    assert!(line().await.starts_with("ready "));
-
+    let mut sio = Listener::start(gw.ports[1], SECRET).await;
     let mut raw = Client::connect(&gw.url(0)).await;
     assert!(raw.eval("return (...):subscribe('user:1001')").await["r"].is_null());
     let mut script = Client::connect(&gw.url(0)).await;
@@ -78,13 +41,16 @@ async fn a_script_publish_names_the_socketio_event_and_raw_subscribers_get_the_d
     )
     .await;
     assert_eq!(r, json!({"s": 2, "f": 0}), "socket a and the raw client");
-    assert_eq!(line().await, r#"got a following notify [{"from":"lua"}]"#);
+    assert_eq!(
+        sio.line().await,
+        r#"got a following notify [{"from":"lua"}]"#
+    );
     assert_eq!(raw.recv().await, r#"{"from":"lua"}"#);
 
     // A type and options together; no event is Socket.IO's `message`.
     let r = publish(&mut script, "'user:1002', 'plain', 'text', {}").await;
     assert_eq!(r, json!({"s": 1, "f": 0}));
-    assert_eq!(line().await, r#"got b message ["plain"]"#);
+    assert_eq!(sio.line().await, r#"got b message ["plain"]"#);
 }
 
 #[tokio::test]

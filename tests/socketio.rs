@@ -15,18 +15,7 @@ use std::process::Stdio;
 const SECRET: &str = "socketio-test-secret";
 
 fn token(uid: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = connmix::jwt::token_claims(
-        &uid.to_string(),
-        std::time::Duration::from_secs(3600),
-        None,
-        now,
-    )
-    .unwrap();
-    connmix::jwt::sign_hs256(SECRET.as_bytes(), &claims).unwrap()
+    sio_token(SECRET, uid)
 }
 
 fn node_tests() -> PathBuf {

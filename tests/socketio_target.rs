@@ -8,44 +8,12 @@
 
 mod common;
 
-use common::repo;
+use common::{Listener, repo};
 use connmix::config::Config;
 use connmix::{Gateway, Mode};
 use serde_json::{Value, json};
-use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout};
 
 const SECRET: &str = "socketio-target-secret";
-
-fn token(uid: u64) -> String {
-    let claims = connmix::jwt::token_claims(
-        &uid.to_string(),
-        std::time::Duration::from_secs(3600),
-        None,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap();
-    connmix::jwt::sign_hs256(SECRET.as_bytes(), &claims).unwrap()
-}
-
-struct Listener {
-    _child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Listener {
-    async fn line(&mut self) -> String {
-        tokio::time::timeout(common::DEADLINE, self.lines.next_line())
-            .await
-            .expect("no line from listen.mjs in time")
-            .unwrap()
-            .expect("listen.mjs ended")
-    }
-}
 
 async fn start() -> (Gateway, Listener, Value) {
     let dir = tempfile::tempdir().unwrap();
@@ -59,29 +27,8 @@ async fn start() -> (Gateway, Listener, Value) {
     std::fs::write(&path, &yaml).unwrap();
     let config = Config::load(&path).unwrap();
     let gw = Gateway::start(config, Mode::Single, None).await.unwrap();
-    let node_dir = repo().join("tests/socketio");
-    assert!(
-        node_dir.join("node_modules/socket.io-client").exists(),
-        "socket.io-client is not installed: run `npm install` in {} (scripts/test.sh does)",
-        node_dir.display()
-    );
-    let mut child = tokio::process::Command::new("node")
-        .arg(node_dir.join("listen.mjs"))
-        .env("SIO_URL", format!("http://127.0.0.1:{port}"))
-        .env("TOKEN_A", token(1001))
-        .env("TOKEN_B", token(1002))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("node is required (scripts/test.sh installs it)");
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut l = Listener {
-        _child: child,
-        lines,
-    };
-    let ready = l.line().await;
-    let sids: Value = serde_json::from_str(ready.strip_prefix("ready ").expect(&ready)).unwrap();
+    let l = Listener::start(port, SECRET).await;
+    let sids = l.sids.clone();
     (gw, l, sids)
 }
 

@@ -15,6 +15,7 @@ mod example_frames;
 mod jwt_tokens;
 mod queues;
 mod redis_server;
+mod socketio_listener;
 
 // Each test crate uses some of these.
 #[allow(unused_imports)]
@@ -31,6 +32,8 @@ pub use jwt_tokens::*;
 pub use queues::*;
 #[allow(unused_imports)]
 pub use redis_server::*;
+#[allow(unused_imports)]
+pub use socketio_listener::*;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
