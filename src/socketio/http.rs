@@ -10,7 +10,7 @@
 //! for a polling body over `maxPayload` (the session is closed too).
 
 use super::engineio_packet as eio;
-use super::session;
+use super::session_open;
 use super::{Command, Reply, SESSION_QUEUE, SioShared};
 use crate::worker::WorkerState;
 use crate::ws::handshake::UpgradeRequest;
@@ -206,7 +206,9 @@ async fn route(
                     return error(&shared, origin, 0, "Transport unknown");
                 }
                 None => {
-                    match session::open(&state, &shared, &upgrade_request(&req), peer, true).await {
+                    match session_open::open(&state, &shared, &upgrade_request(&req), peer, true)
+                        .await
+                    {
                         Ok(s) => Box::pin(async move {
                             if let Ok(up) = on_upgrade.await {
                                 s.run(Some(up)).await;
@@ -258,7 +260,8 @@ async fn polling(
         if req.method() != Method::GET {
             return error(&shared, origin, 2, "Bad handshake method");
         }
-        return match session::open(&state, &shared, &upgrade_request(&req), peer, false).await {
+        return match session_open::open(&state, &shared, &upgrade_request(&req), peer, false).await
+        {
             Ok(s) => {
                 let open = eio::encode_payload([&s.open_packet()]);
                 tokio::task::spawn_local(s.run(None));

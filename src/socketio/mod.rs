@@ -20,6 +20,7 @@ pub mod events;
 pub mod http;
 pub mod packets;
 pub mod session;
+pub mod session_open;
 pub mod socketio_packet;
 pub mod target;
 

@@ -6,7 +6,8 @@
 
 use super::engineio_packet::Data;
 use super::events;
-use super::session::{Loop, Running, Session, new_sid};
+use super::session::{Loop, Running};
+use super::session_open::{Session, new_sid};
 use super::socketio_packet::{self as sio, Kind};
 use crate::lua::json;
 use mlua::{MultiValue, Table, Value};

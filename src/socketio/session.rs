@@ -10,31 +10,25 @@
 //! as one payload), then waits for the next thing to happen: the hook
 //! ends, a polling request or an upgrade arrives, a frame is read, the
 //! outbox has something, or a timer fires. Malformed packets close the
-//! session; nothing else is affected.
+//! session; nothing else is affected. Opening it is [`super::session_open`]'s.
 
 use super::engineio_packet::{self as eio, Data, Packet};
-use super::events::{self, Registration, SessionIo};
+use super::events;
+use super::session_open::Session;
 use super::socketio_packet as sio;
-use super::{Command, Reply, SioShared};
-use crate::hub::Client;
-use crate::lua::conn::ConnLocal;
-use crate::lua::pool::VmLease;
-use crate::lua::{HookCall, report_error};
+use super::{Command, Reply};
+use crate::lua::HookCall;
 use crate::outbox::Outbound;
-use crate::worker::WorkerState;
-use crate::ws::handshake::UpgradeRequest;
-use crate::ws::upgrade::{ActiveGuard, ReleaseGuard};
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use mlua::MultiValue;
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::Message;
@@ -48,117 +42,6 @@ const MAX_INBOUND: usize = 32;
 const CONNECT_GAP: Duration = Duration::from_millis(2);
 /// Time our close frame gets to reach the peer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A session opened and registered, not yet running.
-pub struct Session {
-    state: Rc<WorkerState>,
-    pub(super) shared: Arc<SioShared>,
-    pub(super) vm: VmLease,
-    pub(super) conn: Rc<ConnLocal>,
-    pub(super) io: Rc<SessionIo>,
-    sid: Arc<str>,
-    pub(super) query: Vec<(String, String)>,
-    rx: mpsc::Receiver<Command>,
-    websocket_only: bool,
-    _sid: SidGuard,
-    _release: ReleaseGuard,
-    _active: ActiveGuard,
-}
-
-/// Removes the sid from the table however the session ends.
-struct SidGuard(Arc<SioShared>, Arc<str>);
-impl Drop for SidGuard {
-    fn drop(&mut self) {
-        self.0.sessions.remove(&self.1);
-    }
-}
-
-/// A fresh random id (Engine.IO session or Socket.IO socket).
-pub fn new_sid() -> Arc<str> {
-    use base64::Engine as _;
-    let bytes: [u8; 15] = rand::random();
-    Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// Opens a session: the connection limit, a client id, the Lua
-/// environment and `on_handshake`. The error is the HTTP status and body.
-pub async fn open(
-    state: &Rc<WorkerState>,
-    shared: &Arc<SioShared>,
-    req: &UpgradeRequest,
-    peer: SocketAddr,
-    websocket_only: bool,
-) -> Result<Session, (u16, String)> {
-    let srv = &shared.server;
-    let metrics = &state.mesh.metrics;
-    let active = srv
-        .admit(metrics)
-        .ok_or((503, "Too many connections".to_string()))?;
-    let internal = || (500, "Internal Server Error".to_string());
-    let client = Arc::new(Client::new(
-        state.mesh.hub.next_id(),
-        srv.index,
-        (srv.cfg.outbound_queue_size, srv.cfg.outbound_queue_bytes),
-        srv.cfg.max_channels,
-    ));
-    let vm = state.vms.acquire().map_err(|e| {
-        tracing::error!("no Lua VM for a new session: {e}");
-        internal()
-    })?;
-    let conn = ConnLocal::new(vm.lua(), client.clone(), srv.index, peer, vm.ctx.clone())
-        .map_err(|_| internal())?;
-    let release = ReleaseGuard(conn.clone(), state.mesh.clone());
-    if let Err(e) = vm.new_env(&conn).and_then(|env| conn.set_env(env)) {
-        let script = vm.script_path(srv.index).display().to_string();
-        report_error(&conn, "main chunk", &script, &e);
-        return Err(internal());
-    }
-    if let Some(refusal) = Box::pin(crate::ws::hook_handshake::run(&vm, &conn, req)).await {
-        metrics
-            .connections_refused
-            .with_label_values(&["on_handshake"])
-            .inc();
-        return Err(refusal);
-    }
-    let sid = new_sid();
-    let (tx, rx) = mpsc::channel(super::SESSION_QUEUE);
-    let io = SessionIo::new(
-        srv.cfg.outbound_queue_size,
-        Some(Registration {
-            rooms: shared.rooms.clone(),
-            client: client.clone(),
-            session: tx.clone(),
-        }),
-    );
-    if shared.opts.socketio {
-        conn.set_events(io.clone());
-    }
-    shared.sessions.insert(sid.clone(), tx);
-    state.mesh.register(client);
-    let query = req
-        .uri
-        .split_once('?')
-        .map(|(_, q)| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Session {
-        state: state.clone(),
-        shared: shared.clone(),
-        vm,
-        conn,
-        io,
-        _sid: SidGuard(shared.clone(), sid.clone()),
-        sid,
-        query,
-        rx,
-        websocket_only,
-        _release: release,
-        _active: active,
-    })
-}
 
 /// The hook running now and what its end means.
 pub(super) enum Running {
@@ -708,7 +591,7 @@ mod memory_tests {
             ("Session", std::mem::size_of::<Session>()),
             ("loop state", std::mem::size_of::<Loop>()),
             ("  of which one WebSocket", std::mem::size_of::<Ws>()),
-            ("SessionIo", std::mem::size_of::<SessionIo>()),
+            ("SessionIo", std::mem::size_of::<events::SessionIo>()),
         ];
         for (what, size) in sizes {
             eprintln!("{what}: {size} bytes");
