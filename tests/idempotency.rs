@@ -177,6 +177,14 @@ async fn a_duplicate_waits_for_the_running_publish_or_answers_120() {
         )
         .await;
     assert_eq!(v["E"]["c"], 120, "{v}");
+    // A script's publish with that key is told the same: nothing delivered, retry.
+    let mut script = Client::connect(&gw.url(0)).await;
+    let keyed = "local s, f, short = mix.mesh.publish('news', 'lua dup', {key = 'k-run'}) return {s = s, f = f, short = short}";
+    let lua = script.eval(keyed).await;
+    assert_eq!(lua["r"]["short"]["retry"], true, "{lua}");
+    assert_eq!(lua["r"]["s"], 0, "{lua}");
+    let why = lua["r"]["short"]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("still running"), "{lua}");
     // Its answer arrives while the duplicate waits: the duplicate gets it.
     let mut monitor = Monitor::start(&redis).await;
     let waiting = tokio::spawn({
@@ -201,7 +209,9 @@ async fn a_duplicate_waits_for_the_running_publish_or_answers_120() {
         .await;
     let answer: serde_json::Value = serde_json::from_str(&waiting.await.unwrap()).unwrap();
     assert_eq!(answer, json!({"E": null, "r": {"s": 7, "f": 0}}));
-    // Nothing of either duplicate was delivered.
+    // And so does a script's.
+    assert_eq!(script.eval(keyed).await["r"], json!({"s": 7, "f": 0}));
+    // Nothing of any duplicate was delivered.
     gw.publish("news", "next").await;
     assert_eq!(c.recv().await, "next");
 }
