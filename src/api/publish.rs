@@ -103,6 +103,20 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
     let Some(key) = key else {
         return Ok(deliver(&mesh, chans.as_slice(), msg, event).await);
     };
+    // Boxed: the keyed path's state stays out of every plain publish's
+    // future (the WebSocket API boxes one per request).
+    Box::pin(publish_keyed(&mesh, &chans, msg, event, key, state)).await
+}
+
+/// A publish with an idempotency key ([`publish_once`]).
+async fn publish_keyed(
+    mesh: &Arc<Mesh>,
+    chans: &Channels<'_>,
+    msg: Message,
+    event: Option<Arc<str>>,
+    key: String,
+    state: &ApiState,
+) -> Result<Value, ApiError> {
     // Channel names contain no spaces, so the list joined by one is unique.
     let scope = chans.as_slice().join(" ");
     let chans: Vec<String> = chans.as_slice().iter().map(|c| c.to_string()).collect();
@@ -114,7 +128,7 @@ pub async fn publish(state: &ApiState, params: &Value) -> Result<Value, ApiError
             deliver(&mesh, &chans, msg, event).await
         }
     };
-    match publish_once(&mesh, scope, key, ttl, run).await {
+    match publish_once(mesh, scope, key, ttl, run).await {
         Once::Published(r) => Ok(r),
         Once::Failed(e) => Err(ApiError::invalid(format!("publish failed: {e}"))),
         Once::Recorded(answer) => serde_json::from_str(&answer).map_err(|e| {

@@ -58,32 +58,9 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
                 let Some(key) = opts.key else {
                     return counts(&lua, mesh.publish(p).await);
                 };
-                let ttl = Duration::from_secs(
-                    lua.app_data_ref::<WorkerCtx>()
-                        .map_or(300, |w| w.config.engine.idempotency_ttl),
-                );
-                let run = {
-                    let mesh = mesh.clone();
-                    async move { answer(&mesh.publish(p).await) }
-                };
-                // The scope of an HTTP publish to this one channel: a retry
-                // through either door answers the same.
-                match publish_once(&mesh, ch, key, ttl, run).await {
-                    Once::Published(r) => counts(&lua, from_answer(&r)),
-                    Once::Recorded(text) => match serde_json::from_str(&text) {
-                        Ok(r) => counts(&lua, from_answer(&r)),
-                        Err(e) => retry(&lua, format!("the recorded answer for this key is unreadable: {e}")),
-                    },
-                    Once::Pending => retry(
-                        &lua,
-                        "a publish with this key is still running; this call delivered nothing, retry".into(),
-                    ),
-                    Once::Unavailable(e) => retry(
-                        &lua,
-                        format!("the idempotency key store is unavailable ({e}); this call delivered nothing, retry"),
-                    ),
-                    Once::Failed(e) => Err(mlua::Error::runtime(format!("publish failed: {e}"))),
-                }
+                // Boxed: the keyed path's state stays out of every plain
+                // publish's future.
+                Box::pin(publish_keyed(&lua, mesh, ch, key, p)).await
             },
         )?,
     )?;
@@ -141,6 +118,47 @@ pub fn module(lua: &Lua) -> mlua::Result<Table> {
         })?,
     )?;
     Ok(t)
+}
+
+/// A script's publish with an idempotency key: the scope is that of an
+/// HTTP publish to this one channel, so a retry through either door
+/// answers the same.
+async fn publish_keyed(
+    lua: &Lua,
+    mesh: Arc<crate::mesh::Mesh>,
+    ch: String,
+    key: String,
+    p: Arc<Publication>,
+) -> mlua::Result<(u64, u64, Value)> {
+    let ttl = Duration::from_secs(
+        lua.app_data_ref::<WorkerCtx>()
+            .map_or(300, |w| w.config.engine.idempotency_ttl),
+    );
+    let run = {
+        let mesh = mesh.clone();
+        async move { answer(&mesh.publish(p).await) }
+    };
+    match publish_once(&mesh, ch, key, ttl, run).await {
+        Once::Published(r) => counts(lua, from_answer(&r)),
+        Once::Recorded(text) => match serde_json::from_str(&text) {
+            Ok(r) => counts(lua, from_answer(&r)),
+            Err(e) => retry(
+                lua,
+                format!("the recorded answer for this key is unreadable: {e}"),
+            ),
+        },
+        Once::Pending => retry(
+            lua,
+            "a publish with this key is still running; this call delivered nothing, retry".into(),
+        ),
+        Once::Unavailable(e) => retry(
+            lua,
+            format!(
+                "the idempotency key store is unavailable ({e}); this call delivered nothing, retry"
+            ),
+        ),
+        Once::Failed(e) => Err(mlua::Error::runtime(format!("publish failed: {e}"))),
+    }
 }
 
 /// `mix.mesh.publish`'s options table: `event` (the Socket.IO event name)
