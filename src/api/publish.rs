@@ -123,10 +123,7 @@ async fn publish_keyed(
     let ttl = Duration::from_secs(state.config.engine.idempotency_ttl);
     let run = {
         let mesh = mesh.clone();
-        async move {
-            let chans: Vec<&str> = chans.iter().map(String::as_str).collect();
-            deliver(&mesh, &chans, msg, event).await
-        }
+        async move { deliver(&mesh, &chans, msg, event).await }
     };
     match publish_once(mesh, scope, key, ttl, run).await {
         Once::Published(r) => Ok(r),
@@ -151,7 +148,12 @@ async fn publish_keyed(
 }
 
 /// Publishes `msg` to every channel of `chans` and answers the summed counts.
-async fn deliver(mesh: &Arc<Mesh>, chans: &[&str], msg: Message, event: Option<Arc<str>>) -> Value {
+async fn deliver<C: AsRef<str>>(
+    mesh: &Arc<Mesh>,
+    chans: &[C],
+    msg: Message,
+    event: Option<Arc<str>>,
+) -> Value {
     let publication = |ch: &str, msg: Message| {
         Arc::new(Publication {
             event: event.clone(),
@@ -159,19 +161,19 @@ async fn deliver(mesh: &Arc<Mesh>, chans: &[&str], msg: Message, event: Option<A
         })
     };
     if let [ch] = chans {
-        return answer(&mesh.publish(publication(ch, msg)).await);
+        return answer(&mesh.publish(publication(ch.as_ref(), msg)).await);
     }
     let outs = futures_util::future::join_all(
         chans
             .iter()
-            .map(|ch| mesh.publish(publication(ch, msg.clone()))),
+            .map(|ch| mesh.publish(publication(ch.as_ref(), msg.clone()))),
     );
     let mut sum = Published::default();
     let mut positions = serde_json::Map::new();
     for (ch, out) in chans.iter().zip(outs.await) {
         if let Some(pos) = &out.position {
             positions.insert(
-                ch.to_string(),
+                ch.as_ref().to_string(),
                 json!({"offset": pos.offset, "epoch": &*pos.epoch}),
             );
         }

@@ -279,6 +279,16 @@ impl RedisBroker {
             .await;
     }
 
+    /// Hands node `from`'s delivery reports to the publishes waiting for them.
+    fn received_reports(&self, from: u32, reports: impl IntoIterator<Item = Report>) {
+        let waiting = self.reports.lock();
+        for (req, s, f) in reports {
+            if let Some(tx) = waiting.get(&req) {
+                let _ = tx.send((from, s, f));
+            }
+        }
+    }
+
     /// Handles one message that arrived on a subscribed Redis channel.
     pub fn handle(self: &Arc<Self>, redis_channel: &str, payload: Bytes) {
         let topic = redis_channel
@@ -335,19 +345,8 @@ impl RedisBroker {
                     self.report(origin, (req, s, f));
                 }
             }
-            Wire::Report { from, req, s, f } => {
-                if let Some(tx) = self.reports.lock().get(&req) {
-                    let _ = tx.send((from, s, f));
-                }
-            }
-            Wire::Reports { from, reports } => {
-                let waiting = self.reports.lock();
-                for (req, s, f) in reports {
-                    if let Some(tx) = waiting.get(&req) {
-                        let _ = tx.send((from, s, f));
-                    }
-                }
-            }
+            Wire::Report { from, req, s, f } => self.received_reports(from, [(req, s, f)]),
+            Wire::Reports { from, reports } => self.received_reports(from, reports),
             Wire::Ack {
                 req,
                 status,

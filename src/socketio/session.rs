@@ -567,45 +567,5 @@ impl Session {
 }
 
 #[cfg(test)]
-mod memory_tests {
-    //! What an open session keeps in its task, by part (README "Socket.IO"
-    //! quotes the idle memory per client; these are what a change adds).
-    use super::*;
-
-    fn future_size<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    fn future_size4<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// Each part has a budget, as the WebSocket connection's do
-    /// (`ws/memory_tests.rs`): a change that needs more raises it here and
-    /// says what the idle figure became.
-    #[test]
-    fn session_state_sizes() {
-        // (what, bytes, budget)
-        let sizes = [
-            (
-                "connection task (http::serve future)",
-                future_size4(super::super::http::serve),
-                160,
-            ),
-            ("session (run future)", future_size(Session::run), 1792),
-            ("Session", std::mem::size_of::<Session>(), 152),
-            ("loop state", std::mem::size_of::<Loop>(), 760),
-            ("  of which one WebSocket", std::mem::size_of::<Ws>(), 328),
-            ("SessionIo", std::mem::size_of::<events::SessionIo>(), 184),
-        ];
-        for (what, size, budget) in sizes {
-            eprintln!("{what}: {size} bytes (budget {budget})");
-        }
-        for (what, size, budget) in sizes {
-            assert!(
-                size <= budget,
-                "{what}: {size} bytes, over its budget of {budget}"
-            );
-        }
-    }
-}
+#[path = "session_memory_tests.rs"]
+mod memory_tests;

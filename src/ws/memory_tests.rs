@@ -22,9 +22,28 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 
-/// The size of the future an async fn of four arguments returns.
-fn future_size<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
+/// The size of the future an async fn of two arguments returns.
+pub(crate) fn future_size2<A, B, F>(_: impl Fn(A, B) -> F) -> usize {
     size_of::<F>()
+}
+
+/// The size of the future an async fn of four arguments returns.
+pub(crate) fn future_size<A, B, C, D, F>(_: impl Fn(A, B, C, D) -> F) -> usize {
+    size_of::<F>()
+}
+
+/// Prints every part's size and budget, then fails for each part over its
+/// budget: `(what, bytes, budget)`.
+pub(crate) fn within_budgets(sizes: &[(&str, usize, usize)]) {
+    for (what, size, budget) in sizes {
+        eprintln!("{what}: {size} bytes (budget {budget})");
+    }
+    for (what, size, budget) in sizes {
+        assert!(
+            size <= budget,
+            "{what}: {size} bytes, over its budget of {budget}"
+        );
+    }
 }
 
 #[test]
@@ -54,13 +73,5 @@ fn connection_state_sizes() {
         ("Outbox", size_of::<Outbox>(), 88),
         ("ConnLocal (Lua side)", size_of::<ConnLocal>(), 208),
     ];
-    for (what, size, budget) in sizes {
-        eprintln!("{what}: {size} bytes (budget {budget})");
-    }
-    for (what, size, budget) in sizes {
-        assert!(
-            size <= budget,
-            "{what}: {size} bytes, over its budget of {budget}"
-        );
-    }
+    within_budgets(&sizes);
 }

@@ -10,7 +10,7 @@ pub mod connection;
 pub mod handshake;
 pub mod hook_handshake;
 #[cfg(test)]
-mod memory_tests;
+pub(crate) mod memory_tests;
 pub(crate) mod upgrade;
 
 use crate::config::ServerConfig;
